@@ -1,0 +1,1 @@
+"""Planning (pure), the trtllm-build argv, stage caches and build orchestration."""

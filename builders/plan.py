@@ -1,0 +1,662 @@
+"""The pre-flight planner: validation rules, memory per GPU, roofline floors and the stage commands.
+
+Pure: no GPU, no heavy imports. Every figure is derived from the model's architecture facts, the
+format and the target profile; the arithmetic is documented next to each function so that a test can
+redo it by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from swallow_trt.arch import ModelArch
+from swallow_trt.errors import DoesNotFitError, InvalidCombinationError, UsageError
+from swallow_trt.hw import host_ram_bytes
+from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
+from swallow_trt.profiles import GpuSpec, Profile, get_target, load_profile_file
+from swallow_trt.quantize.formats import (
+    AWQ_GROUP_SIZE,
+    DTYPE_BYTES,
+    FORMATS,
+    FORMATS_BY_CLASS,
+    KV_BY_CLASS,
+    KV_BY_SM,
+    kv_bytes_per_element,
+)
+from swallow_trt.registry import ResolvedModel, resolve_model
+from swallow_trt.settings import load_settings
+
+GIB = 2**30
+# Host RAM of the quantize stage as a multiple of the BF16 checkpoint, plus a fixed allowance for the
+# interpreter, tokenizer and calibration batches. benchmarks/ measures the real multiple on CPU.
+HOST_RAM_FACTOR = 1.3
+HOST_RAM_FIXED = 2 * GIB
+MAX_TP = 8
+
+# Suggestion order when a model does not fit: accuracy first, then size.
+FORMAT_PREFERENCE = ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "int4_wo")
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    model: str
+    target: str | None = None
+    profile_path: Path | None = None
+    gpu: str | None = None
+    gpus: int | None = None
+    tp: int | None = None
+    pp: int | None = None
+    qformat: str | None = None
+    kv_cache_dtype: str | None = None
+    dtype: str | None = None
+    max_batch_size: int | None = None
+    max_input_len: int | None = None
+    max_seq_len: int | None = None
+    max_num_tokens: int | None = None
+    moe_tp_size: int | None = None
+    moe_ep_size: int | None = None
+    out: Path = Path("swallow-trt-out")
+
+
+def choose_qformat(fp8: bool, int4_awq: bool, qformat: str | None) -> str | None:
+    """The ``--fp8 | --int4-awq | --qformat`` option family: at most one meaning."""
+    picked = {name for name, on in (("fp8", fp8), ("int4_awq", int4_awq)) if on}
+    if qformat is not None:
+        name = qformat.strip().lower().replace("-", "_")
+        if name not in FORMATS:
+            raise UsageError(
+                f"unknown --qformat {qformat!r}", "choose one of: " + ", ".join(FORMATS)
+            )
+        picked.add(name)
+    if len(picked) > 1:
+        raise UsageError(
+            "conflicting format options: " + " and ".join(sorted(picked)),
+            "pass one of --fp8, --int4-awq or --qformat",
+        )
+    return picked.pop() if picked else None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the bytes of one rank come from (the largest pipeline stage)."""
+
+    tp: int
+    pp: int
+    layers_per_stage: int
+    vocab_padded: int
+    kv_heads_per_rank: int
+    moe_tp: int
+    moe_ep: int
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    gpu: GpuSpec
+    fits: bool
+    weight_bytes: int  # resident weights on the fullest rank
+    weight_read_bytes: int  # weights streamed per decode step on that rank (embedding table excluded)
+    activation_bytes: int
+    overhead_bytes: int
+    kv_budget_bytes: int
+    kv_tokens: int
+    kv_sequences: int  # sequences of max_seq_len the KV cache holds
+    concurrent_sequences: int  # min(kv_sequences, max_batch_size)
+    shortfall_bytes: int
+    decode_floor_s: float  # batch 1, context max_input_len
+    decode_floor_batch_s: float  # batch = concurrent_sequences
+    prefill_floor_s: float  # one prompt of max_input_len
+    tokens_per_s_ceiling: float  # output tokens/s of one engine instance at concurrent_sequences
+    tokens_per_s_single: float  # 1 / decode_floor_s
+    compute_tflops: float
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    hf_checkpoint_bytes: int
+    trtllm_checkpoint_bytes: int
+    engine_bytes: int
+    disk_bytes: int
+    ram_bytes: int
+    host_ram_bytes: int | None
+
+    @property
+    def ram_ok(self) -> bool | None:
+        return None if self.host_ram_bytes is None else self.ram_bytes <= self.host_ram_bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: ResolvedModel
+    profile: Profile
+    qformat: str
+    kv_cache_dtype: str
+    dtype: str
+    tp: int
+    pp: int
+    gpu_count: int
+    moe_tp_size: int
+    moe_ep_size: int
+    max_batch_size: int
+    max_input_len: int
+    max_seq_len: int
+    max_num_tokens: int
+    kv_bytes_per_token: int  # whole model
+    kv_bytes_per_token_per_gpu: int
+    params: int
+    gpus: list[GpuPlan]
+    host: HostPlan
+    engine: EngineSpec
+    commands: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp
+
+
+# --- arithmetic ---------------------------------------------------------------------------------
+
+
+def padded_vocab(vocab: int, tp: int, qformat: str) -> int:
+    """ModelOpt pads the vocab to a multiple of 64 for AWQ formats and to a multiple of TP for the split."""
+    multiple = tp
+    if qformat in ("int4_awq", "w4a8_awq"):
+        multiple = math.lcm(64, tp)
+    return -(-vocab // multiple) * multiple
+
+
+def kv_heads_per_rank(arch: ModelArch, tp: int) -> int:
+    """KV heads are split when TP divides them and replicated (one per rank) when TP exceeds them."""
+    return max(1, arch.num_key_value_heads // tp)
+
+
+def kv_bytes_per_token(arch: ModelArch, kv_elem_bytes: int) -> int:
+    """2 (K and V) x layers x KV heads x head_dim x bytes (gpus.json)."""
+    return 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim * kv_elem_bytes
+
+
+def layout_for(arch: ModelArch, tp: int, pp: int, qformat: str, moe_tp: int, moe_ep: int) -> Layout:
+    return Layout(
+        tp=tp,
+        pp=pp,
+        layers_per_stage=-(-arch.num_hidden_layers // pp),
+        vocab_padded=padded_vocab(arch.vocab_size, tp, qformat),
+        kv_heads_per_rank=kv_heads_per_rank(arch, tp),
+        moe_tp=moe_tp,
+        moe_ep=moe_ep,
+    )
+
+
+def rank_weight_bytes(arch: ModelArch, lay: Layout, qformat: str, dtype_bytes: int) -> tuple[int, int]:
+    """(resident bytes, bytes read per decode step) of the fullest rank.
+
+    Quantised: the attention and MLP/expert GEMMs. Kept in the model dtype under every ModelOpt
+    format: embedding (parallel embedding, split over TP), lm_head (excluded from quantisation, split
+    over TP), norms and MoE routers (replicated). The embedding table is gathered, not streamed, so it
+    is left out of the bytes read per step; for MoE only the top-k experts are read at batch 1.
+    """
+    wb = FORMATS[qformat].weight_bytes if qformat != "full_prec" else dtype_bytes
+    hd, hidden = arch.head_dim, arch.hidden_size
+    q_o = 2 * hidden * arch.num_attention_heads * hd // lay.tp
+    kv = 2 * hidden * lay.kv_heads_per_rank * hd
+    attn = q_o + kv
+    one_expert = 3 * hidden * arch.intermediate_size
+    if arch.is_moe:
+        mlp_resident = arch.num_local_experts * one_expert // (lay.moe_tp * lay.moe_ep)
+        mlp_read = arch.num_experts_per_tok * one_expert // lay.moe_tp
+        mlp_read = min(mlp_read, mlp_resident)
+    else:
+        mlp_resident = mlp_read = one_expert // lay.tp
+    per_layer_small = arch.norm_params_per_layer + arch.router_params_per_layer
+    layers = lay.layers_per_stage
+    linear_resident = layers * (attn + mlp_resident) * wb
+    linear_read = layers * (attn + mlp_read) * wb
+    small = layers * per_layer_small * dtype_bytes
+    embed = lay.vocab_padded // lay.tp * hidden * dtype_bytes
+    head = 0 if arch.tie_word_embeddings else embed
+    final_norm = hidden * dtype_bytes
+    if lay.pp == 1:
+        resident = linear_resident + small + embed + head + final_norm
+        read = linear_read + small + head + final_norm
+    else:
+        # First stage holds the embedding, the last the lm_head; the larger of the two is the fullest.
+        resident = linear_resident + small + max(embed, head + final_norm)
+        read = linear_read + small + head + final_norm
+    return int(resident), int(read)
+
+
+def activation_bytes(arch: ModelArch, lay: Layout, max_num_tokens: int, max_batch_size: int, dtype_bytes: int) -> int:
+    """TensorRT reuses activation memory across layers: one layer's peak for max_num_tokens packed
+    tokens (hidden in/out, the QKV projection, gate+up of the MLP), plus FP32 logits for the batch.
+    TensorRT-LLM's memory doc states the shape of this term (max_num_tokens x a constant)."""
+    qkv = (arch.num_attention_heads // lay.tp + 2 * lay.kv_heads_per_rank) * arch.head_dim
+    inter = arch.intermediate_size // (lay.moe_tp if arch.is_moe else lay.tp)
+    per_token = (2 * arch.hidden_size + qkv + 2 * inter) * dtype_bytes
+    logits = max_batch_size * (lay.vocab_padded // lay.tp) * 4
+    return max_num_tokens * per_token + logits
+
+
+def compute_tflops(gpu: GpuSpec, qformat: str) -> float:
+    kind = FORMATS[qformat].compute
+    if kind == "fp8" and gpu.fp8_tflops:
+        return gpu.fp8_tflops
+    if kind == "int8":
+        return 2 * gpu.bf16_tflops  # INT8 dense tensor throughput is twice BF16 on sm80-sm90
+    return gpu.bf16_tflops
+
+
+def prefill_floor_s(arch: ModelArch, prompt: int, tflops: float, tp: int) -> float:
+    """(2 x GEMM params x prompt + 2 x lm_head + 2 x layers x prompt^2 x hidden) / (TFLOPS x tp).
+
+    gpus.json's formula with params = the GEMM weights touched per token: the embedding is a lookup
+    and the lm_head runs for the last prompt token only, so leaving them out keeps it a floor."""
+    flops = 2 * arch.active_linear_params * prompt + 2 * arch.lm_head_params
+    flops += 2 * arch.num_hidden_layers * prompt * prompt * arch.hidden_size
+    return flops / (tflops * 1e12 * tp)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def tp_problem(arch: ModelArch, tp: int, qformat: str) -> str | None:
+    """Why ``tp`` cannot shard ``arch`` in ``qformat``, or None."""
+    if arch.num_attention_heads % tp:
+        return f"TP {tp} does not divide the {arch.num_attention_heads} attention heads"
+    kv = arch.num_key_value_heads
+    if kv % tp and tp % kv:
+        return f"TP {tp} can neither split nor replicate the {kv} KV heads"
+    if qformat in ("int4_awq", "w4a8_awq"):
+        for dim_name, dim in (("intermediate_size", arch.intermediate_size), ("hidden_size", arch.hidden_size)):
+            if dim % tp or (dim // tp) % AWQ_GROUP_SIZE:
+                return (
+                    f"{qformat} at TP {tp}: {dim_name} / tp = {dim / tp:g} is not a multiple of the "
+                    f"AWQ group size {AWQ_GROUP_SIZE}"
+                )
+    return None
+
+
+def valid_tps(arch: ModelArch, qformat: str, limit: int = MAX_TP) -> list[int]:
+    return [tp for tp in range(1, limit + 1) if tp_problem(arch, tp, qformat) is None]
+
+
+def check_tp(arch: ModelArch, tp: int, qformat: str, name: str) -> None:
+    problem = tp_problem(arch, tp, qformat)
+    if problem is None:
+        return
+    ok = valid_tps(arch, qformat)
+    hint = ("use --tp " + " or ".join(map(str, ok))) if ok else "no TP up to 8 works"
+    if "AWQ" in problem:
+        hint += " or another format (--fp8, --qformat int8_sq)"
+    raise InvalidCombinationError(f"{problem} of {name}", hint)
+
+
+def _format_hint(profile: Profile, arch: ModelArch) -> str:
+    ok = [f for f in profile.formats.supported if f in FORMATS_BY_CLASS[arch.hf_class]]
+    return "formats for this model on this target: " + ", ".join(ok)
+
+
+def check_format(profile: Profile, arch: ModelArch, qformat: str, name: str, explicit: bool) -> None:
+    fmt = FORMATS[qformat]
+    if qformat not in profile.formats.supported or profile.sm not in fmt.sms:
+        if qformat in ("fp8", "w4a8_awq", "nvfp4") and profile.sm < 89:
+            raise InvalidCombinationError(
+                f"{qformat} needs Ada (sm89) or Hopper (sm90); target {profile.name} is sm{profile.sm}",
+                "use --int4-awq or --qformat int8_sq on Ampere",
+            )
+        raise InvalidCombinationError(
+            f"{qformat} is not supported on target {profile.name} (sm{profile.sm})", _format_hint(profile, arch)
+        )
+    if qformat not in FORMATS_BY_CLASS[arch.hf_class]:
+        what = "the target's default format " if not explicit else ""
+        if arch.hf_class == "MixtralForCausalLM" and "awq" in qformat:
+            raise InvalidCombinationError(
+                f"{what}{qformat}: ModelOpt has no AWQ for Mixtral ({name})",
+                "use --fp8 (Ada/Hopper) or --qformat int8_wo",
+            )
+        raise InvalidCombinationError(
+            f"{what}{qformat} cannot be exported to a TensorRT-LLM checkpoint for {arch.hf_class} ({name})",
+            _format_hint(profile, arch),
+        )
+
+
+def check_kv(profile: Profile, arch: ModelArch, kv: str, name: str) -> None:
+    if kv not in ("auto", "fp8", "int8"):
+        raise UsageError(f"unknown --kv-cache-dtype {kv!r}", "choose fp8, int8 or auto (the model dtype)")
+    if kv not in KV_BY_SM.get(profile.sm, ("auto",)):
+        raise InvalidCombinationError(
+            f"a {kv} KV cache is not supported by engines on sm{profile.sm} (target {profile.name})",
+            "use --kv-cache-dtype " + " or ".join(KV_BY_SM.get(profile.sm, ("auto",))),
+        )
+    if kv not in KV_BY_CLASS[arch.hf_class]:
+        raise InvalidCombinationError(
+            f"a {kv} KV cache cannot be exported for {arch.hf_class} ({name})",
+            "use --kv-cache-dtype " + " or ".join(KV_BY_CLASS[arch.hf_class]),
+        )
+
+
+def _moe_sizes(arch: ModelArch, tp: int, moe_tp: int | None, moe_ep: int | None, name: str) -> tuple[int, int]:
+    if not arch.is_moe:
+        if moe_tp is not None or moe_ep is not None:
+            raise UsageError(f"--moe-tp-size/--moe-ep-size apply to MoE models only; {name} is dense", "drop them")
+        return 1, 1
+    if moe_tp is None and moe_ep is None:
+        moe_tp, moe_ep = tp, 1
+    elif moe_tp is None:
+        assert moe_ep is not None
+        moe_tp = tp // moe_ep if moe_ep and tp % moe_ep == 0 else 0
+    elif moe_ep is None:
+        moe_ep = tp // moe_tp if moe_tp and tp % moe_tp == 0 else 0
+    assert moe_tp is not None and moe_ep is not None
+    if moe_tp < 1 or moe_ep < 1 or moe_tp * moe_ep != tp:
+        raise InvalidCombinationError(
+            f"MoE parallelism: moe_tp_size x moe_ep_size must equal tp ({tp}), got {moe_tp or '?'} x {moe_ep or '?'}",
+            f"choose sizes whose product is {tp}, e.g. --moe-tp-size {tp} --moe-ep-size 1",
+        )
+    if arch.num_local_experts % moe_ep:
+        raise InvalidCombinationError(
+            f"moe_ep_size {moe_ep} does not divide the {arch.num_local_experts} experts of {name}",
+            "use an expert-parallel size that divides the expert count",
+        )
+    return moe_tp, moe_ep
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{name} must be at least 1, got {value}", f"pass a positive {name}")
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+def load_target(req: PlanRequest) -> Profile:
+    if req.profile_path is not None and req.target is not None:
+        raise UsageError("--target and --profile both given", "pass one: a shipped target or your own YAML")
+    if req.profile_path is not None:
+        return load_profile_file(req.profile_path)
+    if req.target is not None:
+        return get_target(req.target)
+    from swallow_trt.hw import detect_gpus
+
+    detected = detect_gpus()
+    if not detected:
+        raise UsageError(
+            "no NVIDIA GPU detected, so the target cannot be inferred",
+            "pass --target ampere|ampere-sm86|ada|hopper|h100x4 (see `swallow-trt targets`)",
+        )
+    by_sm = {80: "ampere", 86: "ampere-sm86", 89: "ada", 90: "hopper"}
+    sm = detected[0].sm
+    if sm not in by_sm:
+        raise UsageError(f"detected {detected[0].name} (sm{sm}) has no shipped profile", "pass --profile FILE")
+    return replace(get_target(by_sm[sm]), gpu_count=len(detected))
+
+
+def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
+    """Validate ``req`` and compute the plan; ``suggest`` searches alternatives when it does not fit."""
+    for name in ("tp", "pp", "gpus", "max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens",
+                 "moe_tp_size", "moe_ep_size"):  # fmt: skip
+        _positive("--" + name.replace("_", "-"), getattr(req, name))
+    model = resolve_model(req.model)
+    arch = model.arch
+    name = model.display_name
+    profile = load_target(req)
+    notes: list[str] = []
+    gpu_count = req.gpus or profile.gpu_count
+    tp = req.tp or profile.tp
+    pp = req.pp or profile.pp
+    if tp * pp > gpu_count:
+        where = f"--gpus {tp * pp}" + (" or --target h100x4" if profile.sm == 90 and tp * pp <= 4 else "")
+        raise InvalidCombinationError(
+            f"TP x PP = {tp * pp} exceeds the {gpu_count} GPU(s) of target {profile.name}",
+            f"use {where} for a larger machine, or a smaller --tp",
+        )
+    explicit_format = req.qformat is not None
+    qformat = req.qformat or profile.formats.default
+    check_format(profile, arch, qformat, name, explicit_format)
+    check_tp(arch, tp, qformat, name)
+    if arch.num_hidden_layers % pp:
+        raise InvalidCombinationError(
+            f"PP {pp} does not divide the {arch.num_hidden_layers} layers of {name}",
+            "use a pipeline-parallel size that divides the layer count",
+        )
+    moe_tp, moe_ep = _moe_sizes(arch, tp, req.moe_tp_size, req.moe_ep_size, name)
+    kv = req.kv_cache_dtype or (profile.formats.kv_cache_dtype if qformat != "full_prec" else "auto")
+    if req.kv_cache_dtype is None and kv not in KV_BY_CLASS[arch.hf_class]:
+        kv = "auto"
+    check_kv(profile, arch, kv, name)
+    dtype = req.dtype or (arch.torch_dtype if arch.torch_dtype in ("bfloat16", "float16") else "bfloat16")
+    if dtype not in ("bfloat16", "float16"):
+        raise UsageError(f"unknown --dtype {dtype!r}", "choose bfloat16 or float16")
+    dtype_bytes = DTYPE_BYTES[dtype]
+
+    b = profile.build
+    positions = arch.max_position_embeddings
+    if req.max_seq_len is not None and req.max_seq_len > positions:
+        raise InvalidCombinationError(
+            f"--max-seq-len {req.max_seq_len} exceeds the {positions} positions of {name}",
+            f"use --max-seq-len {positions} or less",
+        )
+    max_seq_len = req.max_seq_len or min(b.max_seq_len, positions)
+    if req.max_seq_len is None and b.max_seq_len > positions:
+        notes.append(f"max_seq_len capped at the model's {positions} positions (profile says {b.max_seq_len})")
+    if req.max_input_len is not None and req.max_input_len >= max_seq_len:
+        raise InvalidCombinationError(
+            f"--max-input-len {req.max_input_len} leaves no room for output within max_seq_len {max_seq_len}",
+            f"use --max-input-len below {max_seq_len} or raise --max-seq-len",
+        )
+    max_input_len = req.max_input_len or min(b.max_input_len, max_seq_len // 2)
+    max_batch_size = req.max_batch_size or b.max_batch_size
+    max_num_tokens = req.max_num_tokens or b.max_num_tokens
+    if max_num_tokens < max_input_len and not profile.runtime.enable_chunked_context:
+        raise InvalidCombinationError(
+            f"max_num_tokens {max_num_tokens} is below max_input_len {max_input_len} and chunked context is off",
+            f"use --max-num-tokens {max_input_len} or more, or enable chunked context in the profile",
+        )
+
+    kv_elem = kv_bytes_per_element(kv, dtype)
+    lay = layout_for(arch, tp, pp, qformat, moe_tp, moe_ep)
+    kv_total = kv_bytes_per_token(arch, kv_elem)
+    kv_rank = 2 * lay.layers_per_stage * lay.kv_heads_per_rank * arch.head_dim * kv_elem
+    resident, read = rank_weight_bytes(arch, lay, qformat, dtype_bytes)
+    act = activation_bytes(arch, lay, max_num_tokens, max_batch_size, dtype_bytes)
+    overhead = int(profile.runtime.activation_overhead_gib * GIB)
+    tpb = b.tokens_per_block
+    blocks_per_seq = -(-max_seq_len // tpb)
+    gpu_plans = []
+    for gpu in profile.gpu(req.gpu):
+        free = gpu.memory_bytes - resident - act - overhead
+        budget = max(0, int(free * profile.runtime.kv_cache_free_gpu_mem_fraction))
+        blocks = budget // (kv_rank * tpb)
+        seqs = blocks // blocks_per_seq
+        fits = seqs >= 1
+        need = resident + act + overhead + int(blocks_per_seq * tpb * kv_rank / profile.runtime.kv_cache_free_gpu_mem_fraction)
+        concurrent = min(seqs, max_batch_size)
+        bw = gpu.bandwidth_tb_s * 1e12
+        # A token crosses every pipeline stage in turn: the latency floor sums them (pp x one stage).
+        ctx = max_input_len
+        decode_1 = pp * (read + ctx * kv_rank) / bw
+        tflops = compute_tflops(gpu, qformat)
+        batch = max(concurrent, 1)
+        active_rank_params = read / (FORMATS[qformat].weight_bytes if qformat != "full_prec" else dtype_bytes)
+        decode_b_mem = (read + batch * ctx * kv_rank) / bw
+        decode_b_compute = 2 * active_rank_params * batch / (tflops * 1e12)
+        decode_b = max(decode_b_mem, decode_b_compute)  # one stage; stages overlap across the batch
+        gpu_plans.append(
+            GpuPlan(
+                gpu=gpu,
+                fits=fits,
+                weight_bytes=resident,
+                weight_read_bytes=read,
+                activation_bytes=act,
+                overhead_bytes=overhead,
+                kv_budget_bytes=budget,
+                kv_tokens=blocks * tpb,
+                kv_sequences=seqs,
+                concurrent_sequences=concurrent,
+                shortfall_bytes=max(0, need - gpu.memory_bytes),
+                decode_floor_s=decode_1,
+                decode_floor_batch_s=decode_b,
+                prefill_floor_s=prefill_floor_s(arch, max_input_len, tflops, tp),
+                tokens_per_s_ceiling=concurrent / decode_b if fits else 0.0,
+                tokens_per_s_single=1 / decode_1,
+                compute_tflops=tflops,
+            )
+        )
+
+    host = host_plan(arch, qformat, dtype_bytes, tp, pp)
+    if host.ram_ok is False:
+        notes.append(
+            f"the quantize stage needs about {host.ram_bytes / GIB:.0f} GiB of host RAM; this host has "
+            f"{(host.host_ram_bytes or 0) / GIB:.0f} GiB (quantize refuses without --force)"
+        )
+    engine = engine_spec(req, profile, model, qformat, kv, tp, pp, gpu_count,
+                         max_batch_size, max_input_len, max_seq_len, max_num_tokens)  # fmt: skip
+    plan = Plan(
+        model=model,
+        profile=profile,
+        qformat=qformat,
+        kv_cache_dtype=kv,
+        dtype=dtype,
+        tp=tp,
+        pp=pp,
+        gpu_count=gpu_count,
+        moe_tp_size=moe_tp,
+        moe_ep_size=moe_ep,
+        max_batch_size=max_batch_size,
+        max_input_len=max_input_len,
+        max_seq_len=max_seq_len,
+        max_num_tokens=max_num_tokens,
+        kv_bytes_per_token=kv_total,
+        kv_bytes_per_token_per_gpu=kv_rank,
+        params=arch.total_params,
+        gpus=gpu_plans,
+        host=host,
+        engine=engine,
+        commands={},
+        notes=notes,
+    )
+    plan = replace(plan, commands=stage_commands(plan, req))
+    if not any(g.fits for g in gpu_plans):
+        raise_does_not_fit(plan, req, suggest)
+    for g in gpu_plans:
+        if not g.fits:
+            notes.append(f"does not fit on {g.gpu.name}: short by {g.shortfall_bytes / GIB:.1f} GiB")
+    return plan
+
+
+def host_plan(arch: ModelArch, qformat: str, dtype_bytes: int, tp: int, pp: int) -> HostPlan:
+    hf = arch.total_params * 2
+    lay = layout_for(arch, tp, 1, qformat, tp if arch.is_moe else 1, 1)
+    wb = FORMATS[qformat].weight_bytes if qformat != "full_prec" else dtype_bytes
+    kept = arch.total_params - arch.linear_params
+    pad = (lay.vocab_padded - arch.vocab_size) * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
+    ckpt = int(arch.linear_params * wb + (kept + pad) * dtype_bytes)
+    settings = load_settings()
+    host_ram = int(settings.host_ram_gib * GIB) if settings.host_ram_gib is not None else host_ram_bytes()
+    return HostPlan(
+        hf_checkpoint_bytes=hf,
+        trtllm_checkpoint_bytes=ckpt,
+        engine_bytes=ckpt,
+        disk_bytes=hf + 2 * ckpt,
+        ram_bytes=int(hf * HOST_RAM_FACTOR + HOST_RAM_FIXED),
+        host_ram_bytes=host_ram,
+    )
+
+
+def stage_dirs(req: PlanRequest, model: ResolvedModel, profile: Profile, qformat: str, kv: str, tp: int, pp: int) -> dict[str, Path]:
+    short = model.display_name.rstrip("/").split("/")[-1]
+    root = req.out / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}"
+    return {
+        "root": root,
+        "checkpoint": root / "checkpoint",
+        "engine": root / f"engine-{profile.name}",
+        "repo": root / "triton-repo",
+    }
+
+
+def engine_spec(req: PlanRequest, profile: Profile, model: ResolvedModel, qformat: str, kv: str, tp: int, pp: int,
+                gpu_count: int, max_batch_size: int, max_input_len: int, max_seq_len: int,
+                max_num_tokens: int) -> EngineSpec:  # fmt: skip
+    dirs = stage_dirs(req, model, profile, qformat, kv, tp, pp)
+    b = profile.build
+    settings = load_settings()
+    return EngineSpec(
+        checkpoint_dir=dirs["checkpoint"],
+        output_dir=dirs["engine"],
+        sm=profile.sm,
+        qformat=qformat,
+        kv_cache_dtype=kv,
+        max_batch_size=max_batch_size,
+        max_input_len=max_input_len,
+        max_seq_len=max_seq_len,
+        max_num_tokens=max_num_tokens,
+        max_beam_width=b.max_beam_width,
+        tokens_per_block=b.tokens_per_block,
+        gpt_attention_plugin=b.gpt_attention_plugin,
+        context_fmha=b.context_fmha,
+        use_paged_context_fmha=b.use_paged_context_fmha,
+        allow_fp8_context_fmha=b.use_fp8_context_fmha,
+        multiple_profiles=b.multiple_profiles,
+        fp8_gemm_plugin=b.fp8_gemm_plugin,
+        workers=max(1, min(tp * pp, gpu_count)),
+        timing_cache=settings.home / "timing-cache" / f"{profile.name}-sm{profile.sm}.cache",
+    )
+
+
+def stage_commands(plan: Plan, req: PlanRequest) -> dict[str, list[str]]:
+    dirs = stage_dirs(req, plan.model, plan.profile, plan.qformat, plan.kv_cache_dtype, plan.tp, plan.pp)
+    quantize = [
+        "swallow-trt", "quantize", "--model", plan.model.hf_ref, "--qformat", plan.qformat,
+        "--kv-cache-dtype", plan.kv_cache_dtype, "--tp", str(plan.tp), "--pp", str(plan.pp),
+        "--dtype", plan.dtype, "--calib", "ja", "--calib-size", "512", "--calib-max-seq-len", "512",
+        "--out", str(dirs["checkpoint"]),
+    ]  # fmt: skip
+    return {
+        "quantize": quantize,
+        "engine": trtllm_build_argv(plan.engine),
+        "package": ["swallow-trt", "package", "--engine", str(dirs["engine"]), "--out", str(dirs["repo"]),
+                    "--backend", "tensorrtllm"],  # fmt: skip
+        "serve": ["swallow-trt", "serve", "--repo", str(dirs["repo"])],
+    }
+
+
+def command_line(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+def raise_does_not_fit(plan: Plan, req: PlanRequest, suggest: bool) -> None:
+    worst = min(plan.gpus, key=lambda g: g.shortfall_bytes)
+    arch = plan.model.arch
+    options: list[str] = []
+    current = FORMATS[plan.qformat].weight_bytes if plan.qformat != "full_prec" else 2.0
+    candidates = [plan.qformat] + [
+        f
+        for f in FORMAT_PREFERENCE
+        if f in plan.profile.formats.supported
+        and f in FORMATS_BY_CLASS[arch.hf_class]
+        and FORMATS[f].weight_bytes < current
+    ]
+    for fmt in candidates if suggest else []:
+        for tp in valid_tps(arch, fmt):
+            if tp < plan.tp or (fmt == plan.qformat and tp == plan.tp) or len(options) >= 3:
+                continue
+            try:
+                alt = make_plan(replace(req, qformat=fmt, tp=tp, pp=1, gpus=max(tp, req.gpus or 1), gpu=worst.gpu.name,
+                                        target=plan.profile.name if req.profile_path is None else None), suggest=False)  # fmt: skip
+            except UsageError:
+                continue
+            if any(g.fits for g in alt.gpus):
+                flag = {"fp8": "--fp8", "int4_awq": "--int4-awq"}.get(fmt, f"--qformat {fmt}")
+                more = f" --gpus {tp}" if tp > plan.gpu_count else ""
+                options.append(f"{flag} --tp {tp}{more}")
+                break
+    hint = ("what would fit: " + "; ".join(options)) if options else "no format/TP on this target fits; use a larger target"
+    raise DoesNotFitError(
+        f"{plan.model.display_name} in {plan.qformat} at TP {plan.tp} does not fit on {worst.gpu.name} "
+        f"({worst.gpu.memory_gib:g} GiB): needs {(worst.gpu.memory_bytes + worst.shortfall_bytes) / GIB:.1f} GiB "
+        f"per GPU for weights ({worst.weight_bytes / GIB:.1f} GiB), runtime and one {plan.max_seq_len}-token "
+        f"sequence of KV cache, short by {worst.shortfall_bytes / GIB:.1f} GiB",
+        hint,
+    )

@@ -1,0 +1,49 @@
+"""Entry point: wires the sub-commands and turns SwallowTrtError into one line and an exit code."""
+
+from __future__ import annotations
+
+import typer
+
+from swallow_trt import __version__
+from swallow_trt.cli import catalog, plan
+
+app = typer.Typer(
+    name="swallow-trt",
+    help=(
+        "Swallow (Japanese LLM) -> TensorRT-LLM engines -> Triton: plan, quantize, build, package, serve, profile.\n\n"
+        "Examples:\n\n"
+        "  swallow-trt models\n\n"
+        "  swallow-trt targets\n\n"
+        "  swallow-trt plan --model 70b --tp 4 --fp8 --target h100x4"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"swallow-trt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Swallow -> TensorRT-LLM -> Triton tool chain."""
+
+
+app.command("models", help=catalog.MODELS_HELP)(catalog.models)
+app.command("targets", help=catalog.TARGETS_HELP)(catalog.targets)
+app.command("plan", help=plan.HELP)(plan.plan)
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()

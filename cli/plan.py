@@ -1,0 +1,213 @@
+"""``swallow-trt plan``: will it fit, how fast can it go at best, and what exactly will run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from swallow_trt.cli.options import (
+    Fp8Opt,
+    Int4AwqOpt,
+    JsonOpt,
+    KvOpt,
+    ModelOpt,
+    PpOpt,
+    ProfileOpt,
+    QformatOpt,
+    TargetOpt,
+    TpOpt,
+)
+from swallow_trt.cli.output import console, emit_json, gib, guarded, ms
+
+if TYPE_CHECKING:
+    from swallow_trt.builders.plan import Plan
+
+HELP = """Check a model x format x parallelism x target before spending GPU hours.
+
+Prints, per GPU of the target: weight memory, KV-cache bytes per token, the KV budget and how many
+tokens and sequences it holds; the host RAM and disk the quantize stage needs; roofline floors for one
+decode step and for prefill, and the throughput ceiling they imply; and the exact commands of every
+later stage. Floors are lower bounds from bandwidth and peak TFLOPS: real latencies are higher.
+
+Examples:
+
+  swallow-trt plan --model 70b --tp 4 --fp8 --target h100x4
+
+  swallow-trt plan --model 8b --int4-awq --target ampere-sm86 --max-seq-len 4096
+
+  swallow-trt plan --model tokyotech-llm/Swallow-MX-8x7b-NVE-v0.1 --fp8 --tp 2 --target hopper --gpus 2 --json
+"""
+
+
+@guarded
+def plan(
+    model: ModelOpt,
+    target: TargetOpt = None,
+    profile: ProfileOpt = None,
+    tp: TpOpt = None,
+    pp: PpOpt = None,
+    fp8: Fp8Opt = False,
+    int4_awq: Int4AwqOpt = False,
+    qformat: QformatOpt = None,
+    kv_cache_dtype: KvOpt = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="bfloat16 or float16 (default: the checkpoint's).")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="Only this GPU of the target (e.g. A100-SXM4-40GB).")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs on the machine (default: the target's count).")] = None,
+    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="Engine max batch size.")] = None,
+    max_input_len: Annotated[int | None, typer.Option("--max-input-len", help="Longest prompt, tokens.")] = None,
+    max_seq_len: Annotated[int | None, typer.Option("--max-seq-len", help="Prompt + output, tokens.")] = None,
+    max_num_tokens: Annotated[int | None, typer.Option("--max-num-tokens", help="Tokens per engine step.")] = None,
+    moe_tp_size: Annotated[int | None, typer.Option("--moe-tp-size", help="MoE: TP inside each expert.")] = None,
+    moe_ep_size: Annotated[int | None, typer.Option("--moe-ep-size", help="MoE: expert parallelism.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output root the printed commands use.")] = Path("swallow-trt-out"),
+    as_json: JsonOpt = False,
+) -> None:
+    from swallow_trt.builders.plan import PlanRequest, choose_qformat, make_plan
+
+    req = PlanRequest(
+        model=model,
+        target=target,
+        profile_path=profile,
+        gpu=gpu,
+        gpus=gpus,
+        tp=tp,
+        pp=pp,
+        qformat=choose_qformat(fp8, int4_awq, qformat),
+        kv_cache_dtype=kv_cache_dtype.lower() if kv_cache_dtype else None,
+        dtype=dtype,
+        max_batch_size=max_batch_size,
+        max_input_len=max_input_len,
+        max_seq_len=max_seq_len,
+        max_num_tokens=max_num_tokens,
+        moe_tp_size=moe_tp_size,
+        moe_ep_size=moe_ep_size,
+        out=out,
+    )
+    result = make_plan(req)
+    if as_json:
+        emit_json(plan_to_json(result))
+    else:
+        render(result)
+
+
+def plan_to_json(p: Plan) -> dict[str, Any]:
+    from swallow_trt.builders.plan import command_line
+    from swallow_trt.schema import to_plain
+
+    m = p.model
+    return {
+        "model": {
+            "spec": m.spec,
+            "resolved": m.display_name,
+            "source": m.source,
+            "alias": m.alias,
+            "registered": m.registered.repo if m.registered else None,
+            "chat_format": m.registered.entry.chat_format if m.registered else None,
+            "params": p.params,
+            "arch": to_plain(m.arch),
+        },
+        "target": {"name": p.profile.name, "sm": p.profile.sm, "gpu_count": p.gpu_count},
+        "qformat": p.qformat,
+        "kv_cache_dtype": p.kv_cache_dtype,
+        "dtype": p.dtype,
+        "tp": p.tp,
+        "pp": p.pp,
+        "moe_tp_size": p.moe_tp_size,
+        "moe_ep_size": p.moe_ep_size,
+        "max_batch_size": p.max_batch_size,
+        "max_input_len": p.max_input_len,
+        "max_seq_len": p.max_seq_len,
+        "max_num_tokens": p.max_num_tokens,
+        "kv_bytes_per_token": p.kv_bytes_per_token,
+        "kv_bytes_per_token_per_gpu": p.kv_bytes_per_token_per_gpu,
+        "gpus": [
+            {
+                "gpu": g.gpu.name,
+                "memory_bytes": g.gpu.memory_bytes,
+                "fits": g.fits,
+                "weight_bytes": g.weight_bytes,
+                "weight_read_bytes_per_step": g.weight_read_bytes,
+                "activation_bytes": g.activation_bytes,
+                "overhead_bytes": g.overhead_bytes,
+                "kv_budget_bytes": g.kv_budget_bytes,
+                "kv_tokens": g.kv_tokens,
+                "kv_sequences": g.kv_sequences,
+                "concurrent_sequences": g.concurrent_sequences,
+                "shortfall_bytes": g.shortfall_bytes,
+                "decode_step_floor_s": g.decode_floor_s,
+                "decode_step_floor_at_batch_s": g.decode_floor_batch_s,
+                "prefill_floor_s": g.prefill_floor_s,
+                "tokens_per_s_ceiling": g.tokens_per_s_ceiling,
+                "tokens_per_s_single_stream_ceiling": g.tokens_per_s_single,
+                "compute_tflops": g.compute_tflops,
+            }
+            for g in p.gpus
+        ],
+        "host": {
+            "hf_checkpoint_bytes": p.host.hf_checkpoint_bytes,
+            "trtllm_checkpoint_bytes": p.host.trtllm_checkpoint_bytes,
+            "engine_bytes": p.host.engine_bytes,
+            "disk_bytes": p.host.disk_bytes,
+            "quantize_ram_bytes": p.host.ram_bytes,
+            "host_ram_bytes": p.host.host_ram_bytes,
+            "ram_ok": p.host.ram_ok,
+        },
+        "commands": {k: {"argv": v, "line": command_line(v)} for k, v in p.commands.items()},
+        "notes": p.notes,
+    }
+
+
+def render(p: Plan) -> None:
+    from rich.table import Table
+
+    from swallow_trt.builders.plan import command_line
+
+    con = console()
+    m = p.model
+    via = f" (alias {m.alias})" if m.alias else (" (local checkpoint)" if m.source == "local" else "")
+    con.print(f"[b]model[/b]   {m.display_name}{via}: {p.params / 1e9:.2f} B params, "
+              f"{m.arch.num_hidden_layers} layers, {m.arch.num_attention_heads} heads / {m.arch.num_key_value_heads} KV, "
+              f"vocab {m.arch.vocab_size}, {m.arch.max_position_embeddings} positions")  # fmt: skip
+    con.print(f"[b]target[/b]  {p.profile.name} (sm{p.profile.sm}, {p.gpu_count} GPU): {p.qformat} weights, "
+              f"{p.kv_cache_dtype} KV cache, {p.dtype}, TP {p.tp} x PP {p.pp}"
+              + (f", MoE tp {p.moe_tp_size} x ep {p.moe_ep_size}" if m.arch.is_moe else ""))  # fmt: skip
+    con.print(f"[b]shapes[/b]  max_batch_size {p.max_batch_size}, max_input_len {p.max_input_len}, "
+              f"max_seq_len {p.max_seq_len}, max_num_tokens {p.max_num_tokens}")  # fmt: skip
+    con.print(f"[b]KV cache[/b] {p.kv_bytes_per_token:,} B per token (whole model), "
+              f"{p.kv_bytes_per_token_per_gpu:,} B per token per GPU")  # fmt: skip
+
+    t = Table(title="Per GPU (the fullest rank)", title_justify="left")
+    t.add_column("")
+    for g in p.gpus:
+        t.add_column(g.gpu.name, justify="right")
+    rows: list[tuple[str, list[str]]] = [
+        ("fits", ["[green]yes[/green]" if g.fits else f"[red]no, short {gib(g.shortfall_bytes)}[/red]" for g in p.gpus]),
+        ("GPU memory", [f"{g.gpu.memory_gib:g} GiB" for g in p.gpus]),
+        ("weights", [gib(g.weight_bytes) for g in p.gpus]),
+        ("activations + runtime", [gib(g.activation_bytes + g.overhead_bytes) for g in p.gpus]),
+        ("KV budget", [gib(g.kv_budget_bytes) for g in p.gpus]),
+        ("KV tokens", [f"{g.kv_tokens:,}" for g in p.gpus]),
+        (f"sequences of {p.max_seq_len} tokens", [f"{g.kv_sequences:,}" for g in p.gpus]),
+        ("in flight (<= max_batch_size)", [f"{g.concurrent_sequences:,}" for g in p.gpus]),
+        (f"decode step floor, batch 1, ctx {p.max_input_len}", [ms(g.decode_floor_s) for g in p.gpus]),
+        (f"prefill floor, {p.max_input_len} tokens", [ms(g.prefill_floor_s) for g in p.gpus]),
+        ("single-stream ceiling", [f"{g.tokens_per_s_single:,.0f} tok/s" for g in p.gpus]),
+        ("throughput ceiling", [f"{g.tokens_per_s_ceiling:,.0f} tok/s" for g in p.gpus]),
+    ]
+    for label, cells in rows:
+        t.add_row(label, *cells)
+    con.print(t)
+    h = p.host
+    ram = f"{gib(h.ram_bytes)} host RAM"
+    if h.host_ram_bytes is not None:
+        ram += f" (this host: {gib(h.host_ram_bytes)}{'' if h.ram_ok else ', NOT enough'})"
+    con.print(f"[b]quantize stage[/b] {ram}; disk {gib(h.disk_bytes)} = HF checkpoint {gib(h.hf_checkpoint_bytes)}"
+              f" + TRT-LLM checkpoint {gib(h.trtllm_checkpoint_bytes)} + engine {gib(h.engine_bytes)}")  # fmt: skip
+    con.print("[b]commands[/b]")
+    for stage, argv in p.commands.items():
+        con.print(f"  [dim]# {stage}[/dim]")
+        con.print("  " + command_line(argv), markup=False, soft_wrap=True)
+    for note in p.notes:
+        con.print(f"[yellow]note:[/yellow] {note}")

@@ -1,0 +1,255 @@
+"""The Swallow model registry (data in ``data/models.yaml``) and model resolution.
+
+``--model`` accepts an alias (``8b``, ``70b``), any registered repo id (with or without the
+``tokyotech-llm/`` prefix, any case) or a local checkpoint directory. For a directory, its own
+``config.json`` is the truth; the registry only adds chat format and stop tokens when it recognises
+the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from swallow_trt.arch import ModelArch, RopeScaling, arch_from_hf_config, read_hf_config
+from swallow_trt.errors import UnknownModelError
+from swallow_trt.schema import compose_text, build
+
+Confidence = Literal["V", "C", "I", "U"]
+ChatFormat = Literal["none", "alpaca-ja", "llama2", "llama3"]
+Kind = Literal["base", "instruct"]
+
+CONFIDENCE_MEANING = {
+    "V": "read from a copy of the model's config.json, a GGUF metadata dump or the model card",
+    "C": "stated on a card or project page, no config seen",
+    "I": "inherited from the base model; the Swallow config was not seen (unverified)",
+    "U": "unverified",
+}
+
+DEFAULT_SYSTEM_PROMPT = "あなたは誠実で優秀な日本人のアシスタントです。"
+
+
+@dataclass(frozen=True)
+class ArchOverrides:
+    """Fields a Swallow release changes relative to its base architecture."""
+
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+    rope_theta: float | None = None
+    sliding_window: int | None = None
+    torch_dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Base:
+    arch: ModelArch
+    bos_token_id: int
+    eos_token_ids: list[int]
+    sources: str
+
+
+@dataclass(frozen=True)
+class Family:
+    title: str
+    license: str
+    license_confidence: Confidence
+    project_page: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    repo: str
+    family: str
+    base: str
+    kind: Kind
+    size: str
+    released: str
+    chat_format: ChatFormat
+    stop_words: list[str]
+    confidence: dict[str, Confidence]
+    version: str | None = None
+    arch: ArchOverrides = field(default_factory=ArchOverrides)
+    system_prompt: str | None = None
+    sources: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryFile:
+    bases: dict[str, Base]
+    families: dict[str, Family]
+    models: list[Entry]
+    aliases: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registry entry with its base facts applied."""
+
+    entry: Entry
+    arch: ModelArch
+    family: Family
+    bos_token_id: int
+    eos_token_ids: list[int]
+
+    @property
+    def repo(self) -> str:
+        return self.entry.repo
+
+    @property
+    def name(self) -> str:
+        return self.entry.repo.split("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What ``--model`` resolved to. ``registered`` is None for an unrecognised local checkpoint."""
+
+    spec: str
+    source: Literal["registry", "local"]
+    arch: ModelArch
+    registered: RegisteredModel | None
+    local_path: Path | None = None
+    alias: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        if self.local_path is not None:
+            return str(self.local_path)
+        assert self.registered is not None
+        return self.registered.repo
+
+    @property
+    def hf_ref(self) -> str:
+        """What the quantize stage is given: the local directory or the hub repo id."""
+        return str(self.local_path) if self.local_path is not None else self.display_name
+
+
+class Registry:
+    def __init__(self, data: RegistryFile) -> None:
+        self.data = data
+        self.models: list[RegisteredModel] = []
+        for entry in data.models:
+            base = data.bases[entry.base]
+            overrides = {k: v for k, v in dataclasses.asdict(entry.arch).items() if v is not None}
+            self.models.append(
+                RegisteredModel(
+                    entry=entry,
+                    arch=dataclasses.replace(base.arch, **overrides),
+                    family=data.families[entry.family],
+                    bos_token_id=base.bos_token_id,
+                    eos_token_ids=list(base.eos_token_ids),
+                )
+            )
+        self._by_key = {m.repo.lower(): m for m in self.models}
+        self._by_key.update({m.name.lower(): m for m in self.models})
+
+    def get(self, name: str) -> RegisteredModel | None:
+        key = name.strip().lower()
+        if key in self.data.aliases:
+            key = self.data.aliases[key].lower()
+        return self._by_key.get(key)
+
+    def suggestions(self, name: str, n: int = 3) -> list[str]:
+        candidates = list(self.data.aliases) + [m.repo for m in self.models]
+        lowered = {c.lower(): c for c in candidates}
+        key = name.strip().lower()
+        key_short = key.split("/", 1)[-1]
+        close = difflib.get_close_matches(key, lowered, n=n, cutoff=0.5)
+        close += difflib.get_close_matches(
+            key_short, [c.split("/", 1)[-1] for c in lowered], n=n, cutoff=0.5
+        )
+        out: list[str] = []
+        for c in close:
+            full = lowered.get(c) or next(v for k, v in lowered.items() if k.split("/", 1)[-1] == c)
+            if full not in out:
+                out.append(full)
+        return out[:n]
+
+    def match_local_config(self, cfg: dict[str, object], directory: Path) -> RegisteredModel | None:
+        """Recognise a local checkpoint by ``_name_or_path`` or by its directory name."""
+        for candidate in (str(cfg.get("_name_or_path") or ""), directory.name):
+            if candidate:
+                found = self.get(candidate) or self.get(candidate.rstrip("/").split("/")[-1])
+                if found is not None:
+                    return found
+        return None
+
+
+@cache
+def load_registry() -> Registry:
+    text = resources.files("swallow_trt").joinpath("data/models.yaml").read_text(encoding="utf-8")
+    data = build(RegistryFile, compose_text(text, "swallow_trt/data/models.yaml"), "swallow_trt/data/models.yaml")
+    check_registry(data)
+    return Registry(data)
+
+
+def check_registry(data: RegistryFile) -> None:
+    """Cross-references the schema cannot express; a broken registry is a bug, so it raises ValueError."""
+    repos = [m.repo for m in data.models]
+    duplicates = {r for r in repos if repos.count(r) > 1}
+    if duplicates:
+        raise ValueError(f"duplicate registry entries: {sorted(duplicates)}")
+    for m in data.models:
+        if m.base not in data.bases:
+            raise ValueError(f"{m.repo}: unknown base {m.base!r}")
+        if m.family not in data.families:
+            raise ValueError(f"{m.repo}: unknown family {m.family!r}")
+        if m.kind == "instruct" and m.chat_format == "none":
+            raise ValueError(f"{m.repo}: an instruct model needs a chat format")
+        if not m.stop_words:
+            raise ValueError(f"{m.repo}: no stop words")
+    for alias, target in data.aliases.items():
+        if target not in repos:
+            raise ValueError(f"alias {alias!r} points at unknown {target!r}")
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Resolve ``--model``: alias, registry id, or a local checkpoint directory."""
+    registry = load_registry()
+    text = spec.strip()
+    path = Path(text).expanduser()
+    looks_like_path = text.startswith((".", "/", "~")) or path.is_dir()
+    if looks_like_path:
+        if not path.is_dir():
+            raise UnknownModelError(
+                f"checkpoint directory {text!r} does not exist",
+                "pass an existing Hugging Face checkpoint directory, or an alias/id from `swallow-trt models`",
+            )
+        cfg = read_hf_config(path)
+        arch = arch_from_hf_config(cfg, str(path / "config.json"))
+        return ResolvedModel(
+            spec=spec,
+            source="local",
+            arch=arch,
+            registered=registry.match_local_config(cfg, path),
+            local_path=path.resolve(),
+        )
+    found = registry.get(text)
+    if found is None:
+        close = registry.suggestions(text)
+        hint = ("did you mean " + " or ".join(close) + "? ") if close else ""
+        raise UnknownModelError(
+            f"unknown model {text!r}",
+            hint + "list the known models with `swallow-trt models`, or pass a local checkpoint directory",
+        )
+    alias = text.lower() if text.lower() in registry.data.aliases else None
+    return ResolvedModel(spec=spec, source="registry", arch=found.arch, registered=found, alias=alias)
+
+
+__all__ = [
+    "CONFIDENCE_MEANING",
+    "DEFAULT_SYSTEM_PROMPT",
+    "ModelArch",
+    "RegisteredModel",
+    "Registry",
+    "ResolvedModel",
+    "RopeScaling",
+    "load_registry",
+    "resolve_model",
+]

@@ -1,0 +1,1 @@
+"""Quantisation and conversion of HF checkpoints into TensorRT-LLM checkpoints (nvidia-modelopt)."""
