@@ -83,5 +83,10 @@ def trtllm_build_argv(spec: EngineSpec) -> list[str]:
         "--workers", str(spec.workers),
     ]  # fmt: skip
     if spec.timing_cache is not None:
-        argv += ["--input_timing_cache", str(spec.timing_cache), "--output_timing_cache", str(spec.timing_cache)]
+        argv += [
+            "--input_timing_cache",
+            str(spec.timing_cache),
+            "--output_timing_cache",
+            str(spec.timing_cache),
+        ]
     return argv

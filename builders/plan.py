@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from swallow_trt.arch import ModelArch
+from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
 from swallow_trt.errors import DoesNotFitError, InvalidCombinationError, UsageError
 from swallow_trt.hw import host_ram_bytes
-from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
 from swallow_trt.profiles import GpuSpec, Profile, get_target, load_profile_file
 from swallow_trt.quantize.formats import (
     AWQ_GROUP_SIZE,
@@ -67,9 +67,7 @@ def choose_qformat(fp8: bool, int4_awq: bool, qformat: str | None) -> str | None
     if qformat is not None:
         name = qformat.strip().lower().replace("-", "_")
         if name not in FORMATS:
-            raise UsageError(
-                f"unknown --qformat {qformat!r}", "choose one of: " + ", ".join(FORMATS)
-            )
+            raise UsageError(f"unknown --qformat {qformat!r}", "choose one of: " + ", ".join(FORMATS))
         picked.add(name)
     if len(picked) > 1:
         raise UsageError(
@@ -228,7 +226,9 @@ def rank_weight_bytes(arch: ModelArch, lay: Layout, qformat: str, dtype_bytes: i
     return int(resident), int(read)
 
 
-def activation_bytes(arch: ModelArch, lay: Layout, max_num_tokens: int, max_batch_size: int, dtype_bytes: int) -> int:
+def activation_bytes(
+    arch: ModelArch, lay: Layout, max_num_tokens: int, max_batch_size: int, dtype_bytes: int
+) -> int:
     """TensorRT reuses activation memory across layers: one layer's peak for max_num_tokens packed
     tokens (hidden in/out, the QKV projection, gate+up of the MLP), plus FP32 logits for the batch.
     TensorRT-LLM's memory doc states the shape of this term (max_num_tokens x a constant)."""
@@ -269,7 +269,10 @@ def tp_problem(arch: ModelArch, tp: int, qformat: str) -> str | None:
     if kv % tp and tp % kv:
         return f"TP {tp} can neither split nor replicate the {kv} KV heads"
     if qformat in ("int4_awq", "w4a8_awq"):
-        for dim_name, dim in (("intermediate_size", arch.intermediate_size), ("hidden_size", arch.hidden_size)):
+        for dim_name, dim in (
+            ("intermediate_size", arch.intermediate_size),
+            ("hidden_size", arch.hidden_size),
+        ):
             if dim % tp or (dim // tp) % AWQ_GROUP_SIZE:
                 return (
                     f"{qformat} at TP {tp}: {dim_name} / tp = {dim / tp:g} is not a multiple of the "
@@ -307,14 +310,15 @@ def check_format(profile: Profile, arch: ModelArch, qformat: str, name: str, exp
                 "use --int4-awq or --qformat int8_sq on Ampere",
             )
         raise InvalidCombinationError(
-            f"{qformat} is not supported on target {profile.name} (sm{profile.sm})", _format_hint(profile, arch)
+            f"{qformat} is not supported on target {profile.name} (sm{profile.sm})",
+            _format_hint(profile, arch),
         )
     if qformat not in FORMATS_BY_CLASS[arch.hf_class]:
         what = "the target's default format " if not explicit else ""
         if arch.hf_class == "MixtralForCausalLM" and "awq" in qformat:
             raise InvalidCombinationError(
                 f"{what}{qformat}: ModelOpt has no AWQ for Mixtral ({name})",
-                "use --fp8 (Ada/Hopper) or --qformat int8_wo",
+                "use --fp8 or --qformat int8_wo" if profile.sm >= 89 else "use --qformat int8_wo on Ampere",
             )
         raise InvalidCombinationError(
             f"{what}{qformat} cannot be exported to a TensorRT-LLM checkpoint for {arch.hf_class} ({name})",
@@ -337,10 +341,14 @@ def check_kv(profile: Profile, arch: ModelArch, kv: str, name: str) -> None:
         )
 
 
-def _moe_sizes(arch: ModelArch, tp: int, moe_tp: int | None, moe_ep: int | None, name: str) -> tuple[int, int]:
+def _moe_sizes(
+    arch: ModelArch, tp: int, moe_tp: int | None, moe_ep: int | None, name: str
+) -> tuple[int, int]:
     if not arch.is_moe:
         if moe_tp is not None or moe_ep is not None:
-            raise UsageError(f"--moe-tp-size/--moe-ep-size apply to MoE models only; {name} is dense", "drop them")
+            raise UsageError(
+                f"--moe-tp-size/--moe-ep-size apply to MoE models only; {name} is dense", "drop them"
+            )
         return 1, 1
     if moe_tp is None and moe_ep is None:
         moe_tp, moe_ep = tp, 1
@@ -349,7 +357,8 @@ def _moe_sizes(arch: ModelArch, tp: int, moe_tp: int | None, moe_ep: int | None,
         moe_tp = tp // moe_ep if moe_ep and tp % moe_ep == 0 else 0
     elif moe_ep is None:
         moe_ep = tp // moe_tp if moe_tp and tp % moe_tp == 0 else 0
-    assert moe_tp is not None and moe_ep is not None
+    assert moe_tp is not None
+    assert moe_ep is not None
     if moe_tp < 1 or moe_ep < 1 or moe_tp * moe_ep != tp:
         raise InvalidCombinationError(
             f"MoE parallelism: moe_tp_size x moe_ep_size must equal tp ({tp}), got {moe_tp or '?'} x {moe_ep or '?'}",
@@ -389,7 +398,9 @@ def load_target(req: PlanRequest) -> Profile:
     by_sm = {80: "ampere", 86: "ampere-sm86", 89: "ada", 90: "hopper"}
     sm = detected[0].sm
     if sm not in by_sm:
-        raise UsageError(f"detected {detected[0].name} (sm{sm}) has no shipped profile", "pass --profile FILE")
+        raise UsageError(
+            f"detected {detected[0].name} (sm{sm}) has no shipped profile", "pass --profile FILE"
+        )
     return replace(get_target(by_sm[sm]), gpu_count=len(detected))
 
 
@@ -440,7 +451,9 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         )
     max_seq_len = req.max_seq_len or min(b.max_seq_len, positions)
     if req.max_seq_len is None and b.max_seq_len > positions:
-        notes.append(f"max_seq_len capped at the model's {positions} positions (profile says {b.max_seq_len})")
+        notes.append(
+            f"max_seq_len capped at the model's {positions} positions (profile says {b.max_seq_len})"
+        )
     if req.max_input_len is not None and req.max_input_len >= max_seq_len:
         raise InvalidCombinationError(
             f"--max-input-len {req.max_input_len} leaves no room for output within max_seq_len {max_seq_len}",
@@ -471,7 +484,12 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         blocks = budget // (kv_rank * tpb)
         seqs = blocks // blocks_per_seq
         fits = seqs >= 1
-        need = resident + act + overhead + int(blocks_per_seq * tpb * kv_rank / profile.runtime.kv_cache_free_gpu_mem_fraction)
+        need = (
+            resident
+            + act
+            + overhead
+            + int(blocks_per_seq * tpb * kv_rank / profile.runtime.kv_cache_free_gpu_mem_fraction)
+        )
         concurrent = min(seqs, max_batch_size)
         bw = gpu.bandwidth_tb_s * 1e12
         # A token crosses every pipeline stage in turn: the latency floor sums them (pp x one stage).
@@ -565,7 +583,9 @@ def host_plan(arch: ModelArch, qformat: str, dtype_bytes: int, tp: int, pp: int)
     )
 
 
-def stage_dirs(req: PlanRequest, model: ResolvedModel, profile: Profile, qformat: str, kv: str, tp: int, pp: int) -> dict[str, Path]:
+def stage_dirs(
+    req: PlanRequest, model: ResolvedModel, profile: Profile, qformat: str, kv: str, tp: int, pp: int
+) -> dict[str, Path]:
     short = model.display_name.rstrip("/").split("/")[-1]
     root = req.out / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}"
     return {
@@ -616,8 +636,16 @@ def stage_commands(plan: Plan, req: PlanRequest) -> dict[str, list[str]]:
     return {
         "quantize": quantize,
         "engine": trtllm_build_argv(plan.engine),
-        "package": ["swallow-trt", "package", "--engine", str(dirs["engine"]), "--out", str(dirs["repo"]),
-                    "--backend", "tensorrtllm"],  # fmt: skip
+        "package": [
+            "swallow-trt",
+            "package",
+            "--engine",
+            str(dirs["engine"]),
+            "--out",
+            str(dirs["repo"]),
+            "--backend",
+            "tensorrtllm",
+        ],
         "serve": ["swallow-trt", "serve", "--repo", str(dirs["repo"])],
     }
 
@@ -652,7 +680,11 @@ def raise_does_not_fit(plan: Plan, req: PlanRequest, suggest: bool) -> None:
                 more = f" --gpus {tp}" if tp > plan.gpu_count else ""
                 options.append(f"{flag} --tp {tp}{more}")
                 break
-    hint = ("what would fit: " + "; ".join(options)) if options else "no format/TP on this target fits; use a larger target"
+    hint = (
+        ("what would fit: " + "; ".join(options))
+        if options
+        else "no format/TP on this target fits; use a larger target"
+    )
     raise DoesNotFitError(
         f"{plan.model.display_name} in {plan.qformat} at TP {plan.tp} does not fit on {worst.gpu.name} "
         f"({worst.gpu.memory_gib:g} GiB): needs {(worst.gpu.memory_bytes + worst.shortfall_bytes) / GIB:.1f} GiB "

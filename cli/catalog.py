@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from swallow_trt.cli.options import JsonOpt
-from swallow_trt.cli.output import console, emit_json, guarded
+from swallow_trt.cli.output import emit_json, guarded, out, table
 
 MODELS_HELP = """List every Swallow release in the registry, with aliases, architecture, chat format and licence.
 
@@ -35,7 +35,9 @@ Examples:
 
 @guarded
 def models(
-    family: Annotated[str | None, typer.Option("--family", help="Only this family (e.g. swallow-ms).")] = None,
+    family: Annotated[
+        str | None, typer.Option("--family", help="Only this family (e.g. swallow-ms).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
@@ -73,33 +75,50 @@ def models(
             ]
         )
         return
-    from rich.table import Table
-
-    table = Table(title="Swallow models", title_justify="left")
-    for col in ("repo (tokyotech-llm/…)", "alias", "kind", "arch", "params", "vocab", "ctx", "chat", "licence", "conf."):
-        table.add_column(col, overflow="fold")
+    rows_out: list[list[str]] = []
     for m in rows:
         a = m.arch
-        arch = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "MixtralForCausalLM": "mixtral"}[a.hf_class]
+        arch = {
+            "LlamaForCausalLM": "llama",
+            "MistralForCausalLM": "mistral",
+            "MixtralForCausalLM": "mixtral",
+        }[a.hf_class]
         arch += f" {'GQA' if a.num_key_value_heads < a.num_attention_heads else 'MHA'}"
         if a.is_moe:
-            arch += f" {a.num_local_experts}e/top{a.num_experts_per_tok}"
+            arch += f" {a.num_local_experts}x top{a.num_experts_per_tok}"
         conf = " ".join(f"{k}:{v}" for k, v in m.entry.confidence.items())
-        table.add_row(
-            m.name,
-            aliases.get(m.repo, ""),
-            m.entry.kind,
-            arch,
-            f"{a.total_params / 1e9:.1f}B",
-            str(a.vocab_size),
-            str(a.max_position_embeddings),
-            m.entry.chat_format,
-            m.family.license,
-            conf,
+        rows_out.append(
+            [
+                m.name,
+                aliases.get(m.repo, ""),
+                m.entry.kind,
+                arch,
+                f"{a.total_params / 1e9:.1f}B",
+                str(a.vocab_size),
+                str(a.max_position_embeddings),
+                m.entry.chat_format,
+                m.family.license,
+                conf,
+            ]
         )
-    con = console()
-    con.print(table)
-    con.print("aliases: " + ", ".join(f"{k} -> {v}" for k, v in reg.data.aliases.items()))
+    headers = [
+        "model (tokyotech-llm/...)",
+        "alias",
+        "kind",
+        "arch",
+        "params",
+        "vocab",
+        "ctx",
+        "chat",
+        "licence",
+        "confidence",
+    ]
+    out(table(None, headers, rows_out, right={4, 5, 6}))
+    out()
+    out("aliases: " + ", ".join(f"{k} -> {v}" for k, v in reg.data.aliases.items()))
+    out(
+        "confidence: V read from config/card, C stated on a card, I inherited from the base model, U unverified"
+    )
 
 
 @guarded
@@ -111,20 +130,39 @@ def targets(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json([to_plain(p) for p in profiles])
         return
-    from rich.table import Table
-
-    table = Table(title="GPU targets", title_justify="left")
-    for col in ("target", "SM", "GPUs", "count / tp", "formats (default)", "KV", "build (batch/in/seq/tokens)", "runtime"):
-        table.add_column(col, overflow="fold")
+    rows: list[list[str]] = []
     for p in profiles:
-        gpus = "\n".join(f"{g.name} {g.memory_gib:g} GiB {g.bandwidth_tb_s:g} TB/s" for g in p.gpus)
-        fmts = ", ".join(f"[b]{f}[/b]" if f == p.formats.default else f for f in p.formats.supported)
         b = p.build
-        extras = ["paged KV", "paged ctx FMHA" if b.use_paged_context_fmha else "", "FP8 ctx FMHA" if b.use_fp8_context_fmha else ""]
-        build = f"{b.max_batch_size}/{b.max_input_len}/{b.max_seq_len}/{b.max_num_tokens}\n" + ", ".join(e for e in extras if e)
         r = p.runtime
-        runtime = f"kv {r.kv_cache_free_gpu_mem_fraction:g}, {r.batch_scheduler_policy}" + (
-            ", chunked ctx" if r.enable_chunked_context else ""
-        )
-        table.add_row(p.name, str(p.sm), gpus, f"{p.gpu_count} / {p.tp}", fmts, p.formats.kv_cache_dtype, build, runtime)
-    console().print(table)
+        fmts = ", ".join(f"{f}*" if f == p.formats.default else f for f in p.formats.supported)
+        flags = ["paged KV"] + (["paged ctx FMHA"] if b.use_paged_context_fmha else [])
+        flags += ["FP8 ctx FMHA"] if b.use_fp8_context_fmha else []
+        runtime = f"kv {r.kv_cache_free_gpu_mem_fraction:g}, {r.batch_scheduler_policy}"
+        runtime += ", chunked ctx" if r.enable_chunked_context else ""
+        for i, g in enumerate(p.gpus):
+            first = i == 0
+            rows.append(
+                [
+                    p.name if first else "",
+                    f"sm{p.sm}" if first else "",
+                    f"{g.name} {g.memory_gib:g} GiB {g.bandwidth_tb_s:g} TB/s",
+                    f"{p.gpu_count}/{p.tp}" if first else "",
+                    fmts if first else "",
+                    p.formats.kv_cache_dtype if first else "",
+                    f"{b.max_batch_size}/{b.max_input_len}/{b.max_seq_len}/{b.max_num_tokens}"
+                    if first
+                    else "",
+                    (", ".join(flags) + "; " + runtime) if first else "",
+                ]
+            )
+    headers = [
+        "target",
+        "SM",
+        "GPUs",
+        "gpus/tp",
+        "formats (* default)",
+        "KV",
+        "batch/in/seq/tokens",
+        "engine; runtime",
+    ]
+    out(table(None, headers, rows))

@@ -40,6 +40,9 @@ QformatOpt = Annotated[
 ]
 KvOpt = Annotated[
     str | None,
-    typer.Option("--kv-cache-dtype", help="fp8, int8 or auto (model dtype). Default: the target's for quantised formats."),
+    typer.Option(
+        "--kv-cache-dtype",
+        help="fp8, int8 or auto (model dtype). Default: the target's for quantised formats.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]

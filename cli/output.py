@@ -15,10 +15,33 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def console() -> Console:
+def console() -> Console:  # rich, for progress on long stages
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=False)
+
+
+def table(title: str | None, headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    """A plain aligned text table. Plain text (not rich) keeps the light commands within their
+    start-up budget (benchmarks/cli_startup.py) and pipes cleanly."""
+    right = right or set()
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    parts = [title] if title else []
+    parts += [line(headers), "  ".join("-" * w for w in widths)]
+    parts += [line(r) for r in rows]
+    return "\n".join(parts)
+
+
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
 
 
 def emit_json(data: Any) -> None:

@@ -19,7 +19,7 @@ from swallow_trt.cli.options import (
     TargetOpt,
     TpOpt,
 )
-from swallow_trt.cli.output import console, emit_json, gib, guarded, ms
+from swallow_trt.cli.output import emit_json, gib, guarded, ms, out, table
 
 if TYPE_CHECKING:
     from swallow_trt.builders.plan import Plan
@@ -52,16 +52,32 @@ def plan(
     int4_awq: Int4AwqOpt = False,
     qformat: QformatOpt = None,
     kv_cache_dtype: KvOpt = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="bfloat16 or float16 (default: the checkpoint's).")] = None,
-    gpu: Annotated[str | None, typer.Option("--gpu", help="Only this GPU of the target (e.g. A100-SXM4-40GB).")] = None,
-    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs on the machine (default: the target's count).")] = None,
-    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="Engine max batch size.")] = None,
-    max_input_len: Annotated[int | None, typer.Option("--max-input-len", help="Longest prompt, tokens.")] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="bfloat16 or float16 (default: the checkpoint's).")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", help="Only this GPU of the target (e.g. A100-SXM4-40GB).")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="GPUs on the machine (default: the target's count).")
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option("--max-batch-size", help="Engine max batch size.")
+    ] = None,
+    max_input_len: Annotated[
+        int | None, typer.Option("--max-input-len", help="Longest prompt, tokens.")
+    ] = None,
     max_seq_len: Annotated[int | None, typer.Option("--max-seq-len", help="Prompt + output, tokens.")] = None,
-    max_num_tokens: Annotated[int | None, typer.Option("--max-num-tokens", help="Tokens per engine step.")] = None,
-    moe_tp_size: Annotated[int | None, typer.Option("--moe-tp-size", help="MoE: TP inside each expert.")] = None,
+    max_num_tokens: Annotated[
+        int | None, typer.Option("--max-num-tokens", help="Tokens per engine step.")
+    ] = None,
+    moe_tp_size: Annotated[
+        int | None, typer.Option("--moe-tp-size", help="MoE: TP inside each expert.")
+    ] = None,
     moe_ep_size: Annotated[int | None, typer.Option("--moe-ep-size", help="MoE: expert parallelism.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output root the printed commands use.")] = Path("swallow-trt-out"),
+    out: Annotated[Path, typer.Option("--out", help="Output root the printed commands use.")] = Path(
+        "swallow-trt-out"
+    ),
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.builders.plan import PlanRequest, choose_qformat, make_plan
@@ -160,54 +176,50 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
 
 
 def render(p: Plan) -> None:
-    from rich.table import Table
-
     from swallow_trt.builders.plan import command_line
 
-    con = console()
     m = p.model
+    a = m.arch
     via = f" (alias {m.alias})" if m.alias else (" (local checkpoint)" if m.source == "local" else "")
-    con.print(f"[b]model[/b]   {m.display_name}{via}: {p.params / 1e9:.2f} B params, "
-              f"{m.arch.num_hidden_layers} layers, {m.arch.num_attention_heads} heads / {m.arch.num_key_value_heads} KV, "
-              f"vocab {m.arch.vocab_size}, {m.arch.max_position_embeddings} positions")  # fmt: skip
-    con.print(f"[b]target[/b]  {p.profile.name} (sm{p.profile.sm}, {p.gpu_count} GPU): {p.qformat} weights, "
-              f"{p.kv_cache_dtype} KV cache, {p.dtype}, TP {p.tp} x PP {p.pp}"
-              + (f", MoE tp {p.moe_tp_size} x ep {p.moe_ep_size}" if m.arch.is_moe else ""))  # fmt: skip
-    con.print(f"[b]shapes[/b]  max_batch_size {p.max_batch_size}, max_input_len {p.max_input_len}, "
-              f"max_seq_len {p.max_seq_len}, max_num_tokens {p.max_num_tokens}")  # fmt: skip
-    con.print(f"[b]KV cache[/b] {p.kv_bytes_per_token:,} B per token (whole model), "
-              f"{p.kv_bytes_per_token_per_gpu:,} B per token per GPU")  # fmt: skip
-
-    t = Table(title="Per GPU (the fullest rank)", title_justify="left")
-    t.add_column("")
-    for g in p.gpus:
-        t.add_column(g.gpu.name, justify="right")
-    rows: list[tuple[str, list[str]]] = [
-        ("fits", ["[green]yes[/green]" if g.fits else f"[red]no, short {gib(g.shortfall_bytes)}[/red]" for g in p.gpus]),
-        ("GPU memory", [f"{g.gpu.memory_gib:g} GiB" for g in p.gpus]),
-        ("weights", [gib(g.weight_bytes) for g in p.gpus]),
-        ("activations + runtime", [gib(g.activation_bytes + g.overhead_bytes) for g in p.gpus]),
-        ("KV budget", [gib(g.kv_budget_bytes) for g in p.gpus]),
-        ("KV tokens", [f"{g.kv_tokens:,}" for g in p.gpus]),
-        (f"sequences of {p.max_seq_len} tokens", [f"{g.kv_sequences:,}" for g in p.gpus]),
-        ("in flight (<= max_batch_size)", [f"{g.concurrent_sequences:,}" for g in p.gpus]),
-        (f"decode step floor, batch 1, ctx {p.max_input_len}", [ms(g.decode_floor_s) for g in p.gpus]),
-        (f"prefill floor, {p.max_input_len} tokens", [ms(g.prefill_floor_s) for g in p.gpus]),
-        ("single-stream ceiling", [f"{g.tokens_per_s_single:,.0f} tok/s" for g in p.gpus]),
-        ("throughput ceiling", [f"{g.tokens_per_s_ceiling:,.0f} tok/s" for g in p.gpus]),
+    out(f"model    {m.display_name}{via}")
+    out(f"         {p.params / 1e9:.2f} B params, {a.num_hidden_layers} layers, {a.num_attention_heads} heads / "
+        f"{a.num_key_value_heads} KV heads, vocab {a.vocab_size}, {a.max_position_embeddings} positions")  # fmt: skip
+    moe = f", MoE tp {p.moe_tp_size} x ep {p.moe_ep_size}" if a.is_moe else ""
+    out(f"target   {p.profile.name} (sm{p.profile.sm}, {p.gpu_count} GPU): {p.qformat} weights, "
+        f"{p.kv_cache_dtype} KV cache, {p.dtype}, TP {p.tp} x PP {p.pp}{moe}")  # fmt: skip
+    out(f"shapes   max_batch_size {p.max_batch_size}, max_input_len {p.max_input_len}, "
+        f"max_seq_len {p.max_seq_len}, max_num_tokens {p.max_num_tokens}")  # fmt: skip
+    out(f"KV cache {p.kv_bytes_per_token:,} B per token (whole model), "
+        f"{p.kv_bytes_per_token_per_gpu:,} B per token per GPU")  # fmt: skip
+    out()
+    rows: list[list[str]] = [
+        ["fits", *("yes" if g.fits else f"NO, short {gib(g.shortfall_bytes)}" for g in p.gpus)],
+        ["GPU memory", *(f"{g.gpu.memory_gib:g} GiB" for g in p.gpus)],
+        ["weights", *(gib(g.weight_bytes) for g in p.gpus)],
+        ["activations + runtime", *(gib(g.activation_bytes + g.overhead_bytes) for g in p.gpus)],
+        ["KV budget", *(gib(g.kv_budget_bytes) for g in p.gpus)],
+        ["KV tokens", *(f"{g.kv_tokens:,}" for g in p.gpus)],
+        [f"sequences of {p.max_seq_len} tokens", *(f"{g.kv_sequences:,}" for g in p.gpus)],
+        ["in flight (<= max_batch_size)", *(f"{g.concurrent_sequences:,}" for g in p.gpus)],
+        [f"decode step floor, batch 1, ctx {p.max_input_len}", *(ms(g.decode_floor_s) for g in p.gpus)],
+        [f"prefill floor, {p.max_input_len} tokens", *(ms(g.prefill_floor_s) for g in p.gpus)],
+        ["single-stream ceiling", *(f"{g.tokens_per_s_single:,.0f} tok/s" for g in p.gpus)],
+        ["throughput ceiling", *(f"{g.tokens_per_s_ceiling:,.0f} tok/s" for g in p.gpus)],
     ]
-    for label, cells in rows:
-        t.add_row(label, *cells)
-    con.print(t)
+    headers = ["per GPU (fullest rank)", *(g.gpu.name for g in p.gpus)]
+    out(table(None, headers, rows, right=set(range(1, len(headers)))))
+    out()
     h = p.host
     ram = f"{gib(h.ram_bytes)} host RAM"
     if h.host_ram_bytes is not None:
         ram += f" (this host: {gib(h.host_ram_bytes)}{'' if h.ram_ok else ', NOT enough'})"
-    con.print(f"[b]quantize stage[/b] {ram}; disk {gib(h.disk_bytes)} = HF checkpoint {gib(h.hf_checkpoint_bytes)}"
-              f" + TRT-LLM checkpoint {gib(h.trtllm_checkpoint_bytes)} + engine {gib(h.engine_bytes)}")  # fmt: skip
-    con.print("[b]commands[/b]")
+    out(f"quantize stage: {ram}")
+    out(f"disk: {gib(h.disk_bytes)} = HF checkpoint {gib(h.hf_checkpoint_bytes)} + TRT-LLM checkpoint "
+        f"{gib(h.trtllm_checkpoint_bytes)} + engine {gib(h.engine_bytes)}")  # fmt: skip
+    out()
+    out("commands:")
     for stage, argv in p.commands.items():
-        con.print(f"  [dim]# {stage}[/dim]")
-        con.print("  " + command_line(argv), markup=False, soft_wrap=True)
+        out(f"  # {stage}")
+        out("  " + command_line(argv))
     for note in p.notes:
-        con.print(f"[yellow]note:[/yellow] {note}")
+        out(f"note: {note}")

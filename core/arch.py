@@ -107,7 +107,10 @@ class ModelArch:
     @property
     def small_params(self) -> int:
         """Norms and routers: kept in the model dtype by every format."""
-        return self.num_hidden_layers * (self.norm_params_per_layer + self.router_params_per_layer) + self.hidden_size
+        return (
+            self.num_hidden_layers * (self.norm_params_per_layer + self.router_params_per_layer)
+            + self.hidden_size
+        )
 
     @property
     def total_params(self) -> int:
@@ -140,7 +143,9 @@ def arch_from_hf_config(cfg: dict[str, Any], source: str) -> ModelArch:
     if hf_class not in SUPPORTED_CLASSES:
         raise UsageError(
             f"{source}: architecture {hf_class!r} is not supported",
-            "swallow-trt builds Llama, Mistral and Mixtral Swallow checkpoints (" + ", ".join(SUPPORTED_CLASSES) + ")",
+            "swallow-trt builds Llama, Mistral and Mixtral Swallow checkpoints ("
+            + ", ".join(SUPPORTED_CLASSES)
+            + ")",
         )
     # transformers 5.x moves rope settings under rope_parameters; 4.x keeps rope_theta/rope_scaling.
     rope_params = cfg.get("rope_parameters") or {}
@@ -176,13 +181,17 @@ def arch_from_hf_config(cfg: dict[str, Any], source: str) -> ModelArch:
             rope_scaling=scaling,
             sliding_window=cfg.get("sliding_window"),
             num_local_experts=int(cfg.get("num_local_experts") or 0),
-            num_experts_per_tok=int(cfg.get("num_experts_per_tok") or 0) if cfg.get("num_local_experts") else 0,
+            num_experts_per_tok=int(cfg.get("num_experts_per_tok") or 0)
+            if cfg.get("num_local_experts")
+            else 0,
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             hidden_act=str(cfg.get("hidden_act") or "silu"),
             torch_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"),
         )
     except KeyError as exc:
-        raise ConfigFileError(f"{source}: missing {exc.args[0]!r}", "the checkpoint's config.json is incomplete") from None
+        raise ConfigFileError(
+            f"{source}: missing {exc.args[0]!r}", "the checkpoint's config.json is incomplete"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise ConfigFileError(f"{source}: {exc}", "the checkpoint's config.json is inconsistent") from None
 
@@ -197,7 +206,9 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigFileError(f"{path}: not valid JSON ({exc})", "re-download the checkpoint's config.json") from None
+        raise ConfigFileError(
+            f"{path}: not valid JSON ({exc})", "re-download the checkpoint's config.json"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path}: expected a JSON object", "re-download the checkpoint's config.json")
     return data

@@ -6,15 +6,16 @@ Detection runs ``nvidia-smi`` (argv list, short deadline) and never imports CUDA
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits"]
+NVIDIA_SMI_QUERY = [
+    "nvidia-smi",
+    "--query-gpu=name,compute_cap,memory.total",
+    "--format=csv,noheader,nounits",
+]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class DetectedGpu:
 
 @cache
 def gpu_facts() -> dict[str, Any]:
-    text = resources.files("swallow_trt").joinpath("data/gpus.json").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "data" / "gpus.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 
@@ -47,6 +48,9 @@ def parse_nvidia_smi(text: str) -> list[DetectedGpu]:
 
 def detect_gpus(timeout_s: float = 10.0) -> list[DetectedGpu]:
     """The GPUs nvidia-smi reports; empty when there is no driver or no GPU."""
+    import shutil
+    import subprocess
+
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []

@@ -9,16 +9,16 @@ the model.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from swallow_trt.arch import ModelArch, RopeScaling, arch_from_hf_config, read_hf_config
 from swallow_trt.errors import UnknownModelError
-from swallow_trt.schema import compose_text, build
+from swallow_trt.schema import load_file
+
+DATA_DIR = Path(__file__).parent / "data"
 
 Confidence = Literal["V", "C", "I", "U"]
 ChatFormat = Literal["none", "alpaca-ja", "llama2", "llama3"]
@@ -160,10 +160,10 @@ class Registry:
         lowered = {c.lower(): c for c in candidates}
         key = name.strip().lower()
         key_short = key.split("/", 1)[-1]
+        import difflib
+
         close = difflib.get_close_matches(key, lowered, n=n, cutoff=0.5)
-        close += difflib.get_close_matches(
-            key_short, [c.split("/", 1)[-1] for c in lowered], n=n, cutoff=0.5
-        )
+        close += difflib.get_close_matches(key_short, [c.split("/", 1)[-1] for c in lowered], n=n, cutoff=0.5)
         out: list[str] = []
         for c in close:
             full = lowered.get(c) or next(v for k, v in lowered.items() if k.split("/", 1)[-1] == c)
@@ -183,8 +183,7 @@ class Registry:
 
 @cache
 def load_registry() -> Registry:
-    text = resources.files("swallow_trt").joinpath("data/models.yaml").read_text(encoding="utf-8")
-    data = build(RegistryFile, compose_text(text, "swallow_trt/data/models.yaml"), "swallow_trt/data/models.yaml")
+    data = load_file(RegistryFile, DATA_DIR / "models.yaml")
     check_registry(data)
     return Registry(data)
 

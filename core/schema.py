@@ -54,7 +54,8 @@ def compose_file(path: Path) -> yaml.Node | None:
 
 def compose_text(text: str, source: str) -> yaml.Node | None:
     try:
-        return typing.cast("yaml.Node | None", yaml.compose(text, Loader=_Loader))
+        node: yaml.Node | None = yaml.compose(text, Loader=_Loader)
+        return node
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -125,7 +126,9 @@ def _convert(tp: Any, node: yaml.Node, ctx: _Ctx, path: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise ctx.fail(node, path, f"expected {_describe(tp)}")
         value = _scalar(node)
-        if value not in get_args(tp) or isinstance(value, bool) != any(isinstance(a, bool) for a in get_args(tp)):
+        if value not in get_args(tp) or isinstance(value, bool) != any(
+            isinstance(a, bool) for a in get_args(tp)
+        ):
             raise ctx.fail(node, path, f"{value!r} is not {_describe(tp)}")
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):

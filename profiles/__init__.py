@@ -8,16 +8,14 @@ Precedence: CLI flag > profile file > built-in default (the dataclass defaults b
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from swallow_trt.errors import UnknownTargetError
 from swallow_trt.quantize.formats import FORMATS, KV_BY_SM, KvDtype, QFormatName
-from swallow_trt.schema import build, compose_text, load_file
+from swallow_trt.schema import load_file
 
 SHIPPED = ("ampere", "ampere-sm86", "ada", "hopper", "h100x4")
 
@@ -76,7 +74,9 @@ class BuildSettings:
                 f"max_input_len ({self.max_input_len}) must not exceed max_seq_len ({self.max_seq_len})"
             )
         if self.gpt_attention_plugin == "disable":
-            raise ValueError("in-flight batching needs the GPT attention plugin (gpt_attention_plugin != disable)")
+            raise ValueError(
+                "in-flight batching needs the GPT attention plugin (gpt_attention_plugin != disable)"
+            )
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,9 @@ class RuntimeSettings:
     kv_cache_free_gpu_mem_fraction: float = 0.9
     batch_scheduler_policy: Literal["max_utilization", "guaranteed_no_evict"] = "guaranteed_no_evict"
     enable_chunked_context: bool = False
-    activation_overhead_gib: float = 1.5  # CUDA context, cuBLAS/NCCL workspaces: not available to the KV cache
+    activation_overhead_gib: float = (
+        1.5  # CUDA context, cuBLAS/NCCL workspaces: not available to the KV cache
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.kv_cache_free_gpu_mem_fraction <= 1.0:
@@ -119,7 +121,9 @@ class Profile:
             if self.sm not in FORMATS[fmt].sms:
                 raise ValueError(f"format {fmt!r} has no engine kernels on sm{self.sm}")
         if self.formats.kv_cache_dtype not in KV_BY_SM.get(self.sm, ("auto",)):
-            raise ValueError(f"KV-cache dtype {self.formats.kv_cache_dtype!r} is not supported on sm{self.sm}")
+            raise ValueError(
+                f"KV-cache dtype {self.formats.kv_cache_dtype!r} is not supported on sm{self.sm}"
+            )
         if self.build.use_fp8_context_fmha and self.sm != 90:
             raise ValueError("use_fp8_context_fmha is Hopper-only (sm90)")
         if self.runtime.enable_chunked_context and not self.build.use_paged_context_fmha:
@@ -143,14 +147,12 @@ class Profile:
         return found
 
 
-def _shipped_text(name: str) -> str:
-    return resources.files("swallow_trt.profiles").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+PROFILE_DIR = Path(__file__).parent
 
 
 @cache
 def load_shipped(name: str) -> Profile:
-    source = f"swallow_trt/profiles/{name}.yaml"
-    return build(Profile, compose_text(_shipped_text(name), source), source)
+    return load_file(Profile, PROFILE_DIR / f"{name}.yaml")
 
 
 def load_profile_file(path: Path) -> Profile:
@@ -161,6 +163,8 @@ def get_target(name: str) -> Profile:
     key = name.strip().lower()
     if key in SHIPPED:
         return load_shipped(key)
+    import difflib
+
     close = difflib.get_close_matches(key, SHIPPED, n=2, cutoff=0.4)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise UnknownTargetError(
