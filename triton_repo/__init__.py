@@ -1,0 +1,1 @@
+"""Triton model repository: config messages, repository writer, Python-backend models, server launch."""
