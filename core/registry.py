@@ -183,6 +183,14 @@ class Registry:
 
 @cache
 def load_registry() -> Registry:
+    from swallow_trt.datacache import cached_load
+
+    return cached_load(
+        DATA_DIR / "models.yaml", [Path(__file__), Path(__file__).with_name("arch.py")], _parse_registry
+    )
+
+
+def _parse_registry() -> Registry:
     data = load_file(RegistryFile, DATA_DIR / "models.yaml")
     check_registry(data)
     return Registry(data)

@@ -13,18 +13,31 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
-
-import yaml
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from swallow_trt.errors import ConfigFileError
 
+if TYPE_CHECKING:
+    import yaml
+
 T = TypeVar("T")
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SCALAR = yaml.constructor.SafeConstructor()
 _HINTS: dict[type, dict[str, Any]] = {}
+
+
+@cache
+def _yaml() -> Any:
+    # Imported on first use: PyYAML's import is the largest single start-up cost of the light commands.
+    import yaml
+
+    return yaml
+
+
+@cache
+def _constructor() -> Any:
+    return _yaml().constructor.SafeConstructor()
 
 
 class _Ctx:
@@ -53,15 +66,17 @@ def compose_file(path: Path) -> yaml.Node | None:
 
 
 def compose_text(text: str, source: str) -> yaml.Node | None:
+    y = _yaml()
     try:
-        node: yaml.Node | None = yaml.compose(text, Loader=_Loader)
-        return node
-    except yaml.MarkedYAMLError as exc:
+        return typing.cast(
+            "yaml.Node | None", y.compose(text, Loader=getattr(y, "CSafeLoader", y.SafeLoader))
+        )
+    except y.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigFileError(f"{source}{line}: malformed YAML: {problem}", "fix the YAML syntax") from None
-    except yaml.YAMLError as exc:
+    except y.YAMLError as exc:
         raise ConfigFileError(f"{source}: malformed YAML: {exc}", "fix the YAML syntax") from None
 
 
@@ -102,10 +117,11 @@ def _describe(tp: Any) -> str:
 
 
 def _scalar(node: yaml.Node) -> Any:
-    return _SCALAR.construct_object(node, deep=True)
+    return _constructor().construct_object(node, deep=True)
 
 
 def _convert(tp: Any, node: yaml.Node, ctx: _Ctx, path: str) -> Any:
+    yaml = _yaml()
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         options = get_args(tp)
@@ -167,6 +183,7 @@ def _convert(tp: Any, node: yaml.Node, ctx: _Ctx, path: str) -> Any:
 
 
 def _kind(node: yaml.Node) -> str:
+    yaml = _yaml()
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
@@ -175,10 +192,11 @@ def _kind(node: yaml.Node) -> str:
 
 
 def _plain(node: yaml.Node) -> Any:
-    return _SCALAR.construct_document(node)
+    return _constructor().construct_document(node)
 
 
 def _dataclass(cls: type, node: yaml.Node, ctx: _Ctx, path: str) -> Any:
+    yaml = _yaml()
     if not isinstance(node, yaml.MappingNode):
         raise ctx.fail(node, path, f"expected a mapping ({cls.__name__}), got {_kind(node)}")
     hints = _hints(cls)

@@ -152,7 +152,13 @@ PROFILE_DIR = Path(__file__).parent
 
 @cache
 def load_shipped(name: str) -> Profile:
-    return load_file(Profile, PROFILE_DIR / f"{name}.yaml")
+    from swallow_trt.datacache import cached_load
+
+    path = PROFILE_DIR / f"{name}.yaml"
+    from swallow_trt.quantize import formats
+
+    schema = [Path(__file__), Path(formats.__file__)]
+    return cached_load(path, schema, lambda: load_file(Profile, path))
 
 
 def load_profile_file(path: Path) -> Profile:

@@ -11,6 +11,14 @@ from typer.testing import CliRunner
 from swallow_trt.cli.main import app
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches and outputs go to a temporary SWALLOW_TRT_HOME, never the developer's own."""
+    import os
+
+    os.environ["SWALLOW_TRT_HOME"] = str(tmp_path_factory.mktemp("swallow-trt-home"))
+
+
 @pytest.fixture
 def cli() -> Callable[..., Any]:
     """Run the real CLI in-process; returns the click Result (stdout and stderr separate)."""
