@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from swallow_trt.cli.main import app
 from swallow_trt.errors import SwallowTrtError, UnknownModelError
 from swallow_trt.registry import load_registry
+from tests.conftest import write_hf_config
 
 MX = "tokyotech-llm/Swallow-MX-8x7b-NVE-v0.1"
 MS = "tokyotech-llm/Swallow-MS-7b-v0.1"
@@ -56,21 +57,16 @@ def usage_error(result: Result) -> tuple[str, str]:
 
 
 def write_checkpoint(directory: Path, **overrides: object) -> Path:
-    cfg: dict[str, object] = {
-        "architectures": ["LlamaForCausalLM"],
+    """48 heads over 12 KV heads: TP 8 divides the heads but can neither split nor replicate the KV heads."""
+    shape: dict[str, object] = {
         "hidden_size": 768,
         "intermediate_size": 2048,
         "num_hidden_layers": 2,
         "num_attention_heads": 48,
         "num_key_value_heads": 12,
         "vocab_size": 1000,
-        "max_position_embeddings": 4096,
-        "rope_theta": 10000.0,
     }
-    cfg.update(overrides)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-    return directory
+    return write_hf_config(directory, **{**shape, **overrides})
 
 
 def hopper_text() -> str:
