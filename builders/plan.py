@@ -313,31 +313,52 @@ def check_format(profile: Profile, arch: ModelArch, qformat: str, name: str, exp
             f"{qformat} is not supported on target {profile.name} (sm{profile.sm})",
             _format_hint(profile, arch),
         )
-    if qformat not in FORMATS_BY_CLASS[arch.hf_class]:
-        what = "the target's default format " if not explicit else ""
-        if arch.hf_class == "MixtralForCausalLM" and "awq" in qformat:
-            raise InvalidCombinationError(
-                f"{what}{qformat}: ModelOpt has no AWQ for Mixtral ({name})",
-                "use --fp8 or --qformat int8_wo" if profile.sm >= 89 else "use --qformat int8_wo on Ampere",
-            )
+    check_format_arch(arch, qformat, name, explicit, hint=_format_hint(profile, arch), sm=profile.sm)
+
+
+def check_format_arch(arch: ModelArch, qformat: str, name: str, explicit: bool = True, hint: str | None = None,
+                      sm: int | None = None) -> None:  # fmt: skip
+    """Formats ModelOpt cannot export to a TensorRT-LLM checkpoint for this architecture are refused."""
+    if qformat in FORMATS_BY_CLASS[arch.hf_class]:
+        return
+    what = "the target's default format " if not explicit else ""
+    if arch.hf_class == "MixtralForCausalLM" and "awq" in qformat:
         raise InvalidCombinationError(
-            f"{what}{qformat} cannot be exported to a TensorRT-LLM checkpoint for {arch.hf_class} ({name})",
-            _format_hint(profile, arch),
+            f"{what}{qformat}: ModelOpt has no AWQ for Mixtral ({name})",
+            "use --qformat int8_wo on Ampere"
+            if sm is not None and sm < 89
+            else "use --fp8 or --qformat int8_wo",
         )
+    raise InvalidCombinationError(
+        f"{what}{qformat} cannot be exported to a TensorRT-LLM checkpoint for {arch.hf_class} ({name})",
+        hint or "formats for this architecture: " + ", ".join(FORMATS_BY_CLASS[arch.hf_class]),
+    )
 
 
 def check_kv(profile: Profile, arch: ModelArch, kv: str, name: str) -> None:
-    if kv not in ("auto", "fp8", "int8"):
-        raise UsageError(f"unknown --kv-cache-dtype {kv!r}", "choose fp8, int8 or auto (the model dtype)")
+    check_kv_arch(arch, kv, name)
     if kv not in KV_BY_SM.get(profile.sm, ("auto",)):
         raise InvalidCombinationError(
             f"a {kv} KV cache is not supported by engines on sm{profile.sm} (target {profile.name})",
             "use --kv-cache-dtype " + " or ".join(KV_BY_SM.get(profile.sm, ("auto",))),
         )
+
+
+def check_kv_arch(arch: ModelArch, kv: str, name: str) -> None:
+    if kv not in ("auto", "fp8", "int8"):
+        raise UsageError(f"unknown --kv-cache-dtype {kv!r}", "choose fp8, int8 or auto (the model dtype)")
     if kv not in KV_BY_CLASS[arch.hf_class]:
         raise InvalidCombinationError(
             f"a {kv} KV cache cannot be exported for {arch.hf_class} ({name})",
             "use --kv-cache-dtype " + " or ".join(KV_BY_CLASS[arch.hf_class]),
+        )
+
+
+def check_pp(arch: ModelArch, pp: int, name: str) -> None:
+    if arch.num_hidden_layers % pp:
+        raise InvalidCombinationError(
+            f"PP {pp} does not divide the {arch.num_hidden_layers} layers of {name}",
+            "use a pipeline-parallel size that divides the layer count",
         )
 
 
@@ -427,11 +448,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
     qformat = req.qformat or profile.formats.default
     check_format(profile, arch, qformat, name, explicit_format)
     check_tp(arch, tp, qformat, name)
-    if arch.num_hidden_layers % pp:
-        raise InvalidCombinationError(
-            f"PP {pp} does not divide the {arch.num_hidden_layers} layers of {name}",
-            "use a pipeline-parallel size that divides the layer count",
-        )
+    check_pp(arch, pp, name)
     moe_tp, moe_ep = _moe_sizes(arch, tp, req.moe_tp_size, req.moe_ep_size, name)
     kv = req.kv_cache_dtype or (profile.formats.kv_cache_dtype if qformat != "full_prec" else "auto")
     if req.kv_cache_dtype is None and kv not in KV_BY_CLASS[arch.hf_class]:

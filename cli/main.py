@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from swallow_trt import __version__
-from swallow_trt.cli import catalog, plan
+from swallow_trt.cli import catalog, plan, quantize
 
 app = typer.Typer(
     name="swallow-trt",
@@ -41,6 +41,7 @@ def _root(
 app.command("models", help=catalog.MODELS_HELP)(catalog.models)
 app.command("targets", help=catalog.TARGETS_HELP)(catalog.targets)
 app.command("plan", help=plan.HELP)(plan.plan)
+app.command("quantize", help=quantize.HELP)(quantize.quantize)
 
 
 def run() -> None:

@@ -78,6 +78,8 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
             if load_settings().debug:
                 raise
             error_line(exc.one_line())
+            if exc.details:
+                sys.stderr.write(exc.details.rstrip() + "\n")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_line("interrupted")

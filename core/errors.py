@@ -16,10 +16,11 @@ class SwallowTrtError(Exception):
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details  # printed after the one-line error (e.g. the tail of a stage's log)
 
     def one_line(self) -> str:
         text = " ".join(self.message.split())

@@ -1,0 +1,379 @@
+"""The quantize/convert stage: HF Swallow checkpoint -> TensorRT-LLM checkpoint (nvidia-modelopt).
+
+Validation, resources and checkpoint checks run here, in the parent, before any heavy import; the
+calibration and export run in a child (``swallow_trt.quantize.worker``) whose output goes to a
+temporary sibling of the final directory, is validated against the HF config, and only then renamed
+into place with its manifest (see ``builders/stage.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from swallow_trt import __version__
+from swallow_trt.arch import ModelArch
+from swallow_trt.builders.plan import (
+    GIB,
+    check_format,
+    check_format_arch,
+    check_kv,
+    check_kv_arch,
+    check_pp,
+    check_tp,
+    host_plan,
+)
+from swallow_trt.builders.stage import StageDir, read_manifest, stage_key
+from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+from swallow_trt.profiles import Profile, get_target
+from swallow_trt.quantize.calib import calibration_texts
+from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, inspect_checkpoint
+from swallow_trt.quantize.formats import DTYPE_BYTES, FORMATS
+from swallow_trt.quantize.validate import Expected, raise_if_invalid, validate_export
+from swallow_trt.quantize.worker import WorkerSpec
+from swallow_trt.registry import ResolvedModel, resolve_model
+
+LOG_NAME = "quantize.log"
+SPEC_NAME = "worker-spec.json"
+TOOL_PACKAGES = ("torch", "transformers", "nvidia-modelopt", "safetensors", "accelerate")
+
+
+class Reporter(Protocol):
+    def phase(self, message: str) -> None: ...
+    def calib(self, done: int, total: int) -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def phase(self, message: str) -> None:
+        pass
+
+    def calib(self, done: int, total: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    model: str
+    qformat: str | None = None
+    kv_cache_dtype: str | None = None
+    tp: int = 1
+    pp: int = 1
+    dtype: str | None = None
+    calib: str = "ja"
+    calib_size: int = 512
+    calib_max_seq_len: int = 512
+    seed: int = 0
+    eval_samples: int = 8
+    eval_seq_len: int = 256
+    out: Path | None = None
+    target: str | None = None
+    revision: str | None = None
+    allow_pickle: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    out: Path
+    cached: bool
+    manifest: dict[str, Any]
+
+
+def tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"swallow-trt": __version__, "python": sys.version.split()[0]}
+    for pkg in TOOL_PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _check_numbers(req: QuantizeRequest) -> None:
+    for flag, value, low in (
+        ("--tp", req.tp, 1),
+        ("--pp", req.pp, 1),
+        ("--calib-size", req.calib_size, 1),
+        ("--calib-max-seq-len", req.calib_max_seq_len, 16),
+        ("--eval-samples", req.eval_samples, 0),
+        ("--eval-seq-len", req.eval_seq_len, 16),
+    ):
+        if value < low:
+            raise UsageError(
+                f"{flag} must be at least {low}, got {value}", f"pass {flag} {max(low, 1)} or more"
+            )
+
+
+def resolve_formats(
+    req: QuantizeRequest, arch: ModelArch, name: str, profile: Profile | None
+) -> tuple[str, str, str]:
+    """(qformat, kv dtype, dtype) after the same rules as ``plan``: architecture and TP/PP always,
+    the GPU generation's when a --target is given."""
+    qformat = req.qformat or (profile.formats.default if profile else "fp8")
+    if qformat not in FORMATS:
+        raise UsageError(f"unknown --qformat {qformat!r}", "choose one of: " + ", ".join(FORMATS))
+    kv = req.kv_cache_dtype or (
+        profile.formats.kv_cache_dtype if profile and qformat != "full_prec" else "auto"
+    )
+    if profile is not None:
+        check_format(profile, arch, qformat, name, explicit=req.qformat is not None)
+        check_kv(profile, arch, kv, name)
+    else:
+        check_format_arch(arch, qformat, name)
+        check_kv_arch(arch, kv, name)
+    if qformat == "nvfp4":
+        raise UsageError(
+            "nvfp4 engines need Blackwell (sm100), which no shipped target covers yet", "use --fp8"
+        )
+    check_tp(arch, req.tp, qformat, name)
+    check_pp(arch, req.pp, name)
+    dtype = req.dtype or (
+        arch.torch_dtype if arch.torch_dtype in DTYPE_BYTES and arch.torch_dtype != "float32" else "bfloat16"
+    )
+    if dtype not in ("bfloat16", "float16"):
+        raise UsageError(f"unknown --dtype {dtype!r}", "choose bfloat16 or float16")
+    return qformat, kv, dtype
+
+
+def check_resources(
+    arch: ModelArch, qformat: str, dtype: str, req: QuantizeRequest, out: Path, download: bool
+) -> None:
+    host = host_plan(arch, qformat, DTYPE_BYTES[dtype], req.tp, req.pp)
+    if host.host_ram_bytes is not None and host.ram_bytes > host.host_ram_bytes and not req.force:
+        raise EnvironmentProblem(
+            f"the quantize stage needs about {host.ram_bytes / GIB:.1f} GiB of host RAM for "
+            f"{arch.total_params / 1e9:.1f} B parameters; this host has {host.host_ram_bytes / GIB:.1f} GiB",
+            "run it on a larger host, or pass --force to try anyway",
+        )
+    need = host.trtllm_checkpoint_bytes + (host.hf_checkpoint_bytes if download else 0)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free and not req.force:
+        raise EnvironmentProblem(
+            f"the quantize stage needs about {need / GIB:.1f} GiB of disk under {probe}; {free / GIB:.1f} GiB is free",
+            "free some space, choose another --out, or pass --force to try anyway",
+        )
+
+
+def default_out(model: ResolvedModel, qformat: str, kv: str, tp: int, pp: int) -> Path:
+    short = model.display_name.rstrip("/").split("/")[-1]
+    return Path("swallow-trt-out") / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}" / "checkpoint"
+
+
+def _die_with_parent() -> None:
+    """Child pre-exec: receive SIGKILL when the parent dies (kill -9 of the CLI leaves no orphan)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _stop(proc: subprocess.Popen[str], deadline_s: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(deadline_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def run_worker(spec: WorkerSpec, temp: Path, reporter: Reporter) -> tuple[dict[str, Any], list[str]]:
+    spec_path = temp / SPEC_NAME
+    spec_path.write_text(json.dumps(asdict(spec), indent=2))
+    argv = [sys.executable, "-m", "swallow_trt.quantize.worker", str(spec_path)]
+    log_path = temp / LOG_NAME
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write("$ " + shlex.join(argv) + "\n")
+        log.flush()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        done: dict[str, Any] | None = None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    log.write(line)
+                    continue
+                kind = event.get("event")
+                if kind == "phase":
+                    reporter.phase(str(event.get("message", event.get("name"))))
+                elif kind == "calib":
+                    reporter.calib(int(event["done"]), int(event["total"]))
+                elif kind == "done":
+                    done = event
+            rc = proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+    if rc != 0 or done is None:
+        raise StageFailed(
+            f"quantize stage failed (worker exit code {rc}): {shlex.join(argv)}",
+            "fix the cause and re-run; the output directory was left untouched",
+            details=f"--- last lines of {LOG_NAME} ---\n{_tail(log_path)}",
+        )
+    return done, argv
+
+
+def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> QuantizeResult:
+    ui: Reporter = reporter or SilentReporter()
+    _check_numbers(req)
+    model = resolve_model(req.model)
+    name = model.display_name
+    profile = get_target(req.target) if req.target else None
+    qformat, kv, dtype = resolve_formats(req, model.arch, name, profile)
+    calib = calibration_texts(req.calib)
+    out = (req.out or default_out(model, qformat, kv, req.tp, req.pp)).expanduser().absolute()
+    check_resources(model.arch, qformat, dtype, req, out, download=model.local_path is None)
+
+    ui.phase(f"checkpoint {name}")
+    ckpt: CheckpointInfo = inspect_checkpoint(
+        fetch_checkpoint(model, req.revision, req.allow_pickle), req.allow_pickle
+    )
+    if not ckpt.has_tokenizer:
+        raise UsageError(
+            f"{ckpt.path} has no tokenizer (tokenizer.json or tokenizer.model)",
+            "calibration uses the model's own tokenizer: copy its tokenizer files into the checkpoint",
+        )
+    # The checkpoint's own config is the truth: re-check the rules against it.
+    if ckpt.arch != model.arch:
+        qformat, kv, dtype = resolve_formats(
+            QuantizeRequest(**{**asdict(req), "qformat": qformat, "kv_cache_dtype": kv, "dtype": dtype}),
+            ckpt.arch,
+            name,
+            profile,
+        )
+    versions = tool_versions()
+    if versions["nvidia-modelopt"] is None or versions["torch"] is None or versions["transformers"] is None:
+        raise EnvironmentProblem(
+            "the quantize stage needs torch, transformers and nvidia-modelopt",
+            "pip install 'swallow-trt[quantize]' (on CPU: pip install torch==2.13.0 first)",
+        )
+    inputs = {
+        "stage": "quantize",
+        "checkpoint": {
+            "path": str(ckpt.path),
+            "fingerprint": ckpt.fingerprint,
+            "weights": ckpt.weight_format,
+        },
+        "model": name,
+        "qformat": qformat,
+        "kv_cache_dtype": kv,
+        "tp": req.tp,
+        "pp": req.pp,
+        "dtype": dtype,
+        "calib": {
+            "source": calib.name,
+            "sha256": calib.sha256,
+            "size": req.calib_size,
+            "max_seq_len": req.calib_max_seq_len,
+            "seed": req.seed,
+        },
+        "eval": {"samples": req.eval_samples, "seq_len": req.eval_seq_len},
+        "versions": {k: v for k, v in versions.items() if k != "python"},
+    }
+    key = stage_key(inputs)
+    stage = StageDir(out)
+    with stage.locked(on_wait=ui.warn):
+        hit = stage.check_replaceable(key, req.force)
+        if hit is not None:
+            return QuantizeResult(out, True, hit)
+        temp = stage.temp_path()
+        temp.mkdir(parents=True)
+        started = time.time()
+        try:
+            spec = WorkerSpec(
+                checkpoint=str(ckpt.path),
+                weight_format=ckpt.weight_format,
+                qformat=qformat,
+                kv_cache_dtype=kv,
+                tp=req.tp,
+                pp=req.pp,
+                dtype=dtype,
+                calib=req.calib,
+                calib_size=req.calib_size,
+                calib_max_seq_len=req.calib_max_seq_len,
+                seed=req.seed,
+                eval_samples=req.eval_samples,
+                eval_seq_len=req.eval_seq_len,
+                out_dir=str(temp),
+            )
+            done, argv = run_worker(spec, temp, ui)
+            ui.phase("validating the export against the HF config")
+            expected = Expected(
+                arch=ckpt.arch, qformat=qformat, kv_cache_dtype=kv, tp=req.tp, pp=req.pp, dtype=dtype
+            )
+            report = validate_export(temp, expected)
+            if report.problems:
+                (temp / LOG_NAME).open("a").write(
+                    "\nvalidation problems:\n" + "\n".join(report.problems) + "\n"
+                )
+            raise_if_invalid(report, out)
+            for w in report.warnings:
+                ui.warn(w)
+            manifest = {
+                "stage": "quantize",
+                "key": key,
+                "inputs": inputs,
+                "versions": versions,
+                "device": done.get("device"),
+                "command": [a.replace(str(temp), str(out)) for a in argv],
+                "timings": {**done.get("timings", {}), "stage_s": time.time() - started},
+                "quality": done.get("quality"),
+                "validation": {"ok": True, "tensors_checked": report.tensors, "warnings": report.warnings},
+                "model": {
+                    "registered": model.registered.repo if model.registered else None,
+                    "chat_format": model.registered.entry.chat_format if model.registered else None,
+                },
+            }
+            ui.phase("writing checksums and manifest")
+            stage.commit(temp, manifest, logs=(LOG_NAME, SPEC_NAME))
+        except BaseException as exc:
+            log = temp / LOG_NAME
+            if log.is_file() and not isinstance(exc, KeyboardInterrupt):
+                kept = out.parent / f"{out.name}.failed.log"
+                shutil.copyfile(log, kept)
+                if isinstance(exc, StageFailed):
+                    exc.hint = f"full log: {kept}; " + (exc.hint or "")
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+    manifest_now = read_manifest(out)
+    assert manifest_now is not None
+    return QuantizeResult(out, False, manifest_now)
