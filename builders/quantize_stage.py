@@ -263,9 +263,14 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
     out = (req.out or default_out(model, qformat, kv, req.tp, req.pp)).expanduser().absolute()
     check_resources(model.arch, qformat, dtype, req, out, download=model.local_path is None)
 
-    ui.phase(f"checkpoint {name}")
+    if model.local_path is None:
+        ui.phase(f"fetching {name} from the hub (resumable)")
     ckpt: CheckpointInfo = inspect_checkpoint(
         fetch_checkpoint(model, req.revision, req.allow_pickle), req.allow_pickle
+    )
+    ui.phase(
+        f"checkpoint {ckpt.path}: {len(ckpt.weight_files)} {ckpt.weight_format} file(s), "
+        f"{ckpt.weight_bytes / GIB:.2f} GiB, {ckpt.arch.total_params / 1e9:.2f} B params"
     )
     if not ckpt.has_tokenizer:
         raise UsageError(

@@ -91,6 +91,22 @@ def _index_files(directory: Path, index_name: str) -> list[Path]:
             + (" ..." if len(missing) > 3 else ""),
             "the download is incomplete: fetch the missing shards (re-run with the hub id) or re-save the checkpoint",
         )
+    if index_name.endswith(".safetensors.index.json"):
+        stray = sorted(p.name for p in directory.glob("*.safetensors") if p.name not in names)
+        if stray:
+            raise UsageError(
+                f"{index_name} does not reference {', '.join(stray[:3])}: the index and the shards disagree",
+                "re-download the checkpoint or re-save it with save_pretrained",
+            )
+        for name in names:
+            header = safetensors_header(directory / name)
+            listed = {t for t, f in index["weight_map"].items() if f == name}
+            absent = sorted(listed - header.keys())
+            if absent:
+                raise UsageError(
+                    f"{index_name} places {absent[0]} in {name}, which does not hold it",
+                    "re-download the checkpoint or re-save it with save_pretrained",
+                )
     return [directory / n for n in names]
 
 
