@@ -30,10 +30,13 @@ from swallow_trt.registry import ResolvedModel, resolve_model
 from swallow_trt.settings import load_settings
 
 GIB = 2**30
-# Host RAM of the quantize stage as a multiple of the BF16 checkpoint, plus a fixed allowance for the
-# interpreter, tokenizer and calibration batches. benchmarks/ measures the real multiple on CPU.
-HOST_RAM_FACTOR = 1.3
-HOST_RAM_FIXED = 2 * GIB
+# Host RAM of the quantize stage as a multiple of the BF16 checkpoint plus a fixed allowance (torch,
+# modelopt, tokenizer). Measured on CPU by benchmarks/quantize_memory.py (0.49 B model: peak RSS 3.14x
+# the model's bytes for fp8, 1.82x for full_prec, about 0.75 GiB of it fixed). With calibration the
+# quantizers and export copies roughly double the weights; on a GPU host most weights live in GPU
+# memory, so these figures are an upper bound there.
+HOST_RAM_FACTOR = {"calibrated": 2.2, "plain": 1.1}
+HOST_RAM_FIXED = 1 * GIB
 MAX_TP = 8
 
 # Suggestion order when a model does not fit: accuracy first, then size.
@@ -595,7 +598,7 @@ def host_plan(arch: ModelArch, qformat: str, dtype_bytes: int, tp: int, pp: int)
         trtllm_checkpoint_bytes=ckpt,
         engine_bytes=ckpt,
         disk_bytes=hf + 2 * ckpt,
-        ram_bytes=int(hf * HOST_RAM_FACTOR + HOST_RAM_FIXED),
+        ram_bytes=int(hf * HOST_RAM_FACTOR["calibrated" if FORMATS[qformat].modelopt_cfg else "plain"] + HOST_RAM_FIXED),
         host_ram_bytes=host_ram,
     )
 
