@@ -598,7 +598,9 @@ def host_plan(arch: ModelArch, qformat: str, dtype_bytes: int, tp: int, pp: int)
         trtllm_checkpoint_bytes=ckpt,
         engine_bytes=ckpt,
         disk_bytes=hf + 2 * ckpt,
-        ram_bytes=int(hf * HOST_RAM_FACTOR["calibrated" if FORMATS[qformat].modelopt_cfg else "plain"] + HOST_RAM_FIXED),
+        ram_bytes=int(
+            hf * HOST_RAM_FACTOR["calibrated" if FORMATS[qformat].modelopt_cfg else "plain"] + HOST_RAM_FIXED
+        ),
         host_ram_bytes=host_ram,
     )
 

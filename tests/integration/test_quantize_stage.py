@@ -386,3 +386,28 @@ def test_two_runs_on_one_output_serialise(checkpoints: dict[str, Path], tmp_path
     assert out1.startswith("built: ")
     assert json.loads(out2)["cached"] is True  # it waited, then found the first run's output
     assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kind", "qformat", "kv", "tp"),
+    [("llama2", "int8_sq", "int8", 2), ("llama31", "w4a8_awq", "fp8", 2), ("mistral", "int8_wo", "auto", 1)],
+)
+def test_other_formats(
+    cli: Callable[..., Any],
+    checkpoints: dict[str, Path],
+    outputs: Path,
+    kind: str,
+    qformat: str,
+    kv: str,
+    tp: int,
+) -> None:
+    out = outputs / f"{kind}-{qformat}-{kv}-tp{tp}"
+    result = cli("quantize", "--model", str(checkpoints[kind]), "--qformat", qformat, "--kv-cache-dtype", kv,
+                 "--tp", str(tp), "--out", str(out), *FAST)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    quant = json.loads((out / "config.json").read_text())["quantization"]
+    assert (
+        quant["quant_algo"]
+        == {"int8_sq": "W8A8_SQ_PER_CHANNEL", "w4a8_awq": "W4A8_AWQ", "int8_wo": "W8A16"}[qformat]
+    )
+    assert quant.get("kv_cache_quant_algo") == {"int8": "INT8", "fp8": "FP8", "auto": None}[kv]

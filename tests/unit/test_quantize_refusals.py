@@ -59,3 +59,20 @@ def test_invalid_requests(
     assert needle in one_line_error(result, 2)
     assert not out.exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_offline_hub_id_not_cached(cli: Callable[..., Any], tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = tmp_path / "out"
+    result = cli("quantize", "--model", "8b", "--fp8", "--force", "--out", str(out), env=env)
+    assert result.exit_code == 3
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    # Work had started (a progress line says so); the failure itself is one line.
+    assert lines[0].startswith("• fetching")
+    assert len(lines) == 2
+    line = lines[1]
+    assert line.startswith("error: ")
+    assert "Llama-3.1-Swallow-8B-Instruct-v0.3" in line
+    assert "HF_HUB_OFFLINE" in line
+    assert not out.exists()
