@@ -35,6 +35,12 @@ def main() -> int:
         "swallow-trt --help": [exe, "--help"],
         "swallow-trt plan --model 70b --tp 4 --fp8 --target h100x4": [exe, *plan],
         "swallow-trt plan ... --json": [exe, *plan, "--json"],
+        "swallow-trt build --model 70b --tp 4 --fp8 --target h100x4 --dry-run": [
+            exe,
+            "build",
+            *plan[1:],
+            "--dry-run",
+        ],
     }
     env = dict(os.environ, COLUMNS="120")
     # Installed packages run from .pyc files; some shells here set PYTHONDONTWRITEBYTECODE, which would

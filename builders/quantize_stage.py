@@ -8,14 +8,11 @@ into place with its manifest (see ``builders/stage.py``).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +34,7 @@ from swallow_trt.builders.plan import (
 )
 from swallow_trt.builders.stage import StageDir, read_manifest, stage_key
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+from swallow_trt.proc import die_with_parent, stop_group, tail
 from swallow_trt.profiles import Profile, get_target
 from swallow_trt.quantize.calib import calibration_texts
 from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, inspect_checkpoint
@@ -178,33 +176,6 @@ def default_out(model: ResolvedModel, qformat: str, kv: str, tp: int, pp: int) -
     return Path("swallow-trt-out") / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}" / "checkpoint"
 
 
-def _die_with_parent() -> None:
-    """Child pre-exec: receive SIGKILL when the parent dies (kill -9 of the CLI leaves no orphan)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _stop(proc: subprocess.Popen[str], deadline_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(deadline_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
 def run_worker(spec: WorkerSpec, temp: Path, reporter: Reporter) -> tuple[dict[str, Any], list[str]]:
     spec_path = temp / SPEC_NAME
     spec_path.write_text(json.dumps(asdict(spec), indent=2))
@@ -221,7 +192,7 @@ def run_worker(spec: WorkerSpec, temp: Path, reporter: Reporter) -> tuple[dict[s
             text=True,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         done: dict[str, Any] | None = None
         try:
@@ -241,13 +212,13 @@ def run_worker(spec: WorkerSpec, temp: Path, reporter: Reporter) -> tuple[dict[s
                     done = event
             rc = proc.wait()
         except BaseException:
-            _stop(proc)
+            stop_group(proc)
             raise
     if rc != 0 or done is None:
         raise StageFailed(
             f"quantize stage failed (worker exit code {rc}): {shlex.join(argv)}",
             "fix the cause and re-run; the output directory was left untouched",
-            details=f"--- last lines of {LOG_NAME} ---\n{_tail(log_path)}",
+            details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
         )
     return done, argv
 

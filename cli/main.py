@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from swallow_trt import __version__
-from swallow_trt.cli import catalog, plan, quantize
+from swallow_trt.cli import build, catalog, plan, quantize
 
 app = typer.Typer(
     name="swallow-trt",
@@ -14,7 +14,8 @@ app = typer.Typer(
         "Examples:\n\n"
         "  swallow-trt models\n\n"
         "  swallow-trt targets\n\n"
-        "  swallow-trt plan --model 70b --tp 4 --fp8 --target h100x4"
+        "  swallow-trt plan --model 70b --tp 4 --fp8 --target h100x4\n\n"
+        "  swallow-trt build --model 70b --tp 4 --fp8"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -42,6 +43,7 @@ app.command("models", help=catalog.MODELS_HELP)(catalog.models)
 app.command("targets", help=catalog.TARGETS_HELP)(catalog.targets)
 app.command("plan", help=plan.HELP)(plan.plan)
 app.command("quantize", help=quantize.HELP)(quantize.quantize)
+app.command("build", help=build.HELP)(build.build)
 
 
 def run() -> None:

@@ -46,3 +46,39 @@ KvOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+DtypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="bfloat16 or float16 (default: the checkpoint's).")
+]
+GpuOpt = Annotated[
+    str | None, typer.Option("--gpu", help="Only this GPU of the target (e.g. A100-SXM4-40GB).")
+]
+GpusOpt = Annotated[
+    int | None, typer.Option("--gpus", help="GPUs on the machine (default: the target's count).")
+]
+MaxBatchOpt = Annotated[int | None, typer.Option("--max-batch-size", help="Engine max batch size.")]
+MaxInputOpt = Annotated[int | None, typer.Option("--max-input-len", help="Longest prompt, tokens.")]
+MaxSeqOpt = Annotated[int | None, typer.Option("--max-seq-len", help="Prompt + output, tokens.")]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-num-tokens", help="Tokens per engine step.")]
+MoeTpOpt = Annotated[int | None, typer.Option("--moe-tp-size", help="MoE: TP inside each expert.")]
+MoeEpOpt = Annotated[int | None, typer.Option("--moe-ep-size", help="MoE: expert parallelism.")]
+OutRootOpt = Annotated[Path, typer.Option("--out", help="Output root of every stage.")]
+CalibOpt = Annotated[
+    str,
+    typer.Option(
+        "--calib", help="ja (shipped Japanese text), a .jsonl (field text) / .txt file, or a hub dataset id."
+    ),
+]
+CalibSizeOpt = Annotated[int, typer.Option("--calib-size", help="Calibration samples.")]
+CalibLenOpt = Annotated[int, typer.Option("--calib-max-seq-len", help="Tokens per calibration sample.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling the calibration text.")]
+EvalSamplesOpt = Annotated[
+    int, typer.Option("--eval-samples", help="Held-out Japanese samples for the quality report (0: skip).")
+]
+EvalLenOpt = Annotated[int, typer.Option("--eval-seq-len", help="Tokens per held-out sample.")]
+RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).")]
+AllowPickleOpt = Annotated[
+    bool, typer.Option("--allow-pickle", help="Accept pickle (.bin) weights. Only for checkpoints you trust.")
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace outputs built from other inputs; skip the RAM/disk refusal.")
+]

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from swallow_trt.cli.options import (
+    DtypeOpt,
     Fp8Opt,
+    GpuOpt,
+    GpusOpt,
     Int4AwqOpt,
     JsonOpt,
     KvOpt,
+    MaxBatchOpt,
+    MaxInputOpt,
+    MaxSeqOpt,
+    MaxTokensOpt,
     ModelOpt,
+    MoeEpOpt,
+    MoeTpOpt,
+    OutRootOpt,
     PpOpt,
     ProfileOpt,
     QformatOpt,
@@ -52,32 +60,16 @@ def plan(
     int4_awq: Int4AwqOpt = False,
     qformat: QformatOpt = None,
     kv_cache_dtype: KvOpt = None,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="bfloat16 or float16 (default: the checkpoint's).")
-    ] = None,
-    gpu: Annotated[
-        str | None, typer.Option("--gpu", help="Only this GPU of the target (e.g. A100-SXM4-40GB).")
-    ] = None,
-    gpus: Annotated[
-        int | None, typer.Option("--gpus", help="GPUs on the machine (default: the target's count).")
-    ] = None,
-    max_batch_size: Annotated[
-        int | None, typer.Option("--max-batch-size", help="Engine max batch size.")
-    ] = None,
-    max_input_len: Annotated[
-        int | None, typer.Option("--max-input-len", help="Longest prompt, tokens.")
-    ] = None,
-    max_seq_len: Annotated[int | None, typer.Option("--max-seq-len", help="Prompt + output, tokens.")] = None,
-    max_num_tokens: Annotated[
-        int | None, typer.Option("--max-num-tokens", help="Tokens per engine step.")
-    ] = None,
-    moe_tp_size: Annotated[
-        int | None, typer.Option("--moe-tp-size", help="MoE: TP inside each expert.")
-    ] = None,
-    moe_ep_size: Annotated[int | None, typer.Option("--moe-ep-size", help="MoE: expert parallelism.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output root the printed commands use.")] = Path(
-        "swallow-trt-out"
-    ),
+    dtype: DtypeOpt = None,
+    gpu: GpuOpt = None,
+    gpus: GpusOpt = None,
+    max_batch_size: MaxBatchOpt = None,
+    max_input_len: MaxInputOpt = None,
+    max_seq_len: MaxSeqOpt = None,
+    max_num_tokens: MaxTokensOpt = None,
+    moe_tp_size: MoeTpOpt = None,
+    moe_ep_size: MoeEpOpt = None,
+    out: OutRootOpt = Path("swallow-trt-out"),
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.builders.plan import PlanRequest, choose_qformat, make_plan

@@ -8,7 +8,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from swallow_trt.cli.options import Fp8Opt, Int4AwqOpt, JsonOpt, KvOpt, ModelOpt, QformatOpt, TargetOpt
+from swallow_trt.cli.options import (
+    AllowPickleOpt,
+    CalibLenOpt,
+    CalibOpt,
+    CalibSizeOpt,
+    DtypeOpt,
+    EvalLenOpt,
+    EvalSamplesOpt,
+    ForceOpt,
+    Fp8Opt,
+    Int4AwqOpt,
+    JsonOpt,
+    KvOpt,
+    ModelOpt,
+    QformatOpt,
+    RevisionOpt,
+    SeedOpt,
+    TargetOpt,
+)
 from swallow_trt.cli.output import emit_json, guarded, out
 
 if TYPE_CHECKING:
@@ -91,26 +109,13 @@ def quantize(
     kv_cache_dtype: KvOpt = None,
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel shards to export.")] = 1,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages to export.")] = 1,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="bfloat16 or float16 (default: the checkpoint's).")
-    ] = None,
-    calib: Annotated[
-        str,
-        typer.Option(
-            "--calib",
-            help="ja (shipped Japanese text), a .jsonl (field text) / .txt file, or a hub dataset id.",
-        ),
-    ] = "ja",
-    calib_size: Annotated[int, typer.Option("--calib-size", help="Calibration samples.")] = 512,
-    calib_max_seq_len: Annotated[
-        int, typer.Option("--calib-max-seq-len", help="Tokens per calibration sample.")
-    ] = 512,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling the calibration text.")] = 0,
-    eval_samples: Annotated[
-        int,
-        typer.Option("--eval-samples", help="Held-out Japanese samples for the quality report (0: skip)."),
-    ] = 8,
-    eval_seq_len: Annotated[int, typer.Option("--eval-seq-len", help="Tokens per held-out sample.")] = 256,
+    dtype: DtypeOpt = None,
+    calib: CalibOpt = "ja",
+    calib_size: CalibSizeOpt = 512,
+    calib_max_seq_len: CalibLenOpt = 512,
+    seed: SeedOpt = 0,
+    eval_samples: EvalSamplesOpt = 8,
+    eval_seq_len: EvalLenOpt = 256,
     target: TargetOpt = None,
     out_dir: Annotated[
         Path | None,
@@ -118,17 +123,9 @@ def quantize(
             "--out", help="Output directory (default: swallow-trt-out/<model>-<format>-.../checkpoint)."
         ),
     ] = None,
-    revision: Annotated[
-        str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).")
-    ] = None,
-    allow_pickle: Annotated[
-        bool,
-        typer.Option("--allow-pickle", help="Accept pickle (.bin) weights. Only for checkpoints you trust."),
-    ] = False,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Replace an output built from other inputs; skip the RAM/disk refusal."),
-    ] = False,
+    revision: RevisionOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.builders.plan import choose_qformat

@@ -29,6 +29,8 @@ run()
         ["plan", "--model", "70b", "--tp", "4", "--fp8", "--target", "h100x4"],
         ["plan", "--model", "70b", "--tp", "4", "--fp8", "--target", "h100x4", "--json"],
         ["plan", "--model", "nope", "--target", "hopper"],
+        ["build", "--model", "70b", "--tp", "4", "--fp8", "--target", "h100x4", "--dry-run"],
+        ["build", "--model", "70b", "--tp", "4", "--fp8", "--target", "h100x4", "--dry-run", "--json"],
     ],
 )
 def test_no_heavy_imports(args: list[str]) -> None:

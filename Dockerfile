@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+#
+# swallow-trt inside NVIDIA's Triton image with TensorRT-LLM, for building and serving engines.
+#
+# Engines need TensorRT-LLM's engine-era tool chain (trtllm-build, the TensorRT engine backend, Triton's
+# C++ tensorrtllm backend). It was removed from TensorRT-LLM main in mid-2026: the 1.1.x-1.2.x release
+# lines are the last that have it. The NGC images "nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3"
+# carry it. To find the tag for a TensorRT-LLM version, read the "TensorRT-LLM version" line of the Triton
+# release notes (docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-<yy>-<mm>.html) or
+# the compatibility matrix (.../introduction/compatibility.html).
+# Default: 25.12, the newest tag whose contents are confirmed here (TensorRT-LLM 1.1.0, TensorRT
+# 10.13.3.9, Python 3.12.3, CUDA 13.0, driver >= 580). The 26.0x tags carry the 1.2.x line; check their
+# release notes, then: docker build --build-arg TRITON_TAG=26.0x-trtllm-python-py3 -t swallow-trt .
+ARG TRITON_TAG=25.12-trtllm-python-py3
+FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    HF_HOME=/models/hf \
+    SWALLOW_TRT_HOME=/models/swallow-trt-cache
+
+WORKDIR /opt/swallow-trt
+COPY pyproject.toml README.md ./
+COPY core ./core
+COPY cli ./cli
+COPY quantize ./quantize
+COPY builders ./builders
+COPY triton_repo ./triton_repo
+COPY profiles ./profiles
+
+# Use the image's own torch, TensorRT-LLM, transformers and nvidia-modelopt (no second torch): install
+# this package without dependencies, then only the light ones the image lacks, pinned.
+RUN python3 -m pip install --no-cache-dir --no-deps . \
+ && python3 -m pip install --no-cache-dir "typer==0.28.0" "rich==15.0.0" "pyyaml==6.0.3" \
+ && python3 -c "import importlib.metadata as m; print('TensorRT-LLM', m.version('tensorrt_llm'))" \
+ && swallow-trt --version
+
+WORKDIR /work
+ENTRYPOINT ["swallow-trt"]
+CMD ["--help"]

@@ -1,0 +1,108 @@
+"""``swallow-trt build``: plan and validate, check the machine, quantize (cached), build the engine
+(cached), and write the build manifest. Packaging takes over from the engine directory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from swallow_trt.builders.plan import Plan, PlanRequest, make_plan, stage_dirs
+from swallow_trt.builders.quantize_stage import (
+    QuantizeRequest,
+    QuantizeResult,
+    Reporter,
+    SilentReporter,
+    run_quantize,
+)
+from swallow_trt.builders.stage import write_json_atomic
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    plan: PlanRequest
+    calib: str = "ja"
+    calib_size: int = 512
+    calib_max_seq_len: int = 512
+    seed: int = 0
+    eval_samples: int = 8
+    eval_seq_len: int = 256
+    revision: str | None = None
+    allow_pickle: bool = False
+    force: bool = False
+    build_timeout_s: float | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class BuildResult:
+    plan: Plan
+    dry_run: bool
+    checkpoint: QuantizeResult | None = None
+    engine: Any = None  # EngineResult (imported lazily with the engine stage)
+    manifest_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResult:
+    ui: Reporter = reporter or SilentReporter()
+    plan = make_plan(req.plan)
+    if req.dry_run:
+        return BuildResult(plan=plan, dry_run=True)
+
+    from swallow_trt.builders.engine_stage import run_engine_stage
+    from swallow_trt.builders.environment import check_build_environment, probe_environment
+
+    ui.phase("checking the build environment (TensorRT-LLM, trtllm-build, GPUs)")
+    env = probe_environment()
+    check_build_environment(env, plan.profile, plan.world_size)
+    dirs = stage_dirs(req.plan, plan.model, plan.profile, plan.qformat, plan.kv_cache_dtype, plan.tp, plan.pp)
+    t0 = time.time()
+    ui.phase(f"stage 1/2: quantize -> {dirs['checkpoint']}")
+    ckpt = run_quantize(
+        QuantizeRequest(
+            model=req.plan.model,
+            qformat=plan.qformat,
+            kv_cache_dtype=plan.kv_cache_dtype,
+            tp=plan.tp,
+            pp=plan.pp,
+            dtype=plan.dtype,
+            calib=req.calib,
+            calib_size=req.calib_size,
+            calib_max_seq_len=req.calib_max_seq_len,
+            seed=req.seed,
+            eval_samples=req.eval_samples,
+            eval_seq_len=req.eval_seq_len,
+            out=dirs["checkpoint"],
+            revision=req.revision,
+            allow_pickle=req.allow_pickle,
+            force=req.force,
+        ),
+        ui,
+    )
+    t1 = time.time()
+    ui.phase(("cache hit: " if ckpt.cached else "checkpoint ready: ") + str(ckpt.out))
+    ui.phase(f"stage 2/2: engine -> {dirs['engine']}")
+    spec = replace(plan.engine, workers=max(1, min(plan.world_size, len(env.gpus))))
+    engine = run_engine_stage(
+        spec, ckpt.manifest, env, timeout_s=req.build_timeout_s, force=req.force, reporter=ui
+    )
+    t2 = time.time()
+    manifest_path = dirs["root"] / "build.json"
+    write_json_atomic(
+        manifest_path,
+        {
+            "model": plan.model.display_name,
+            "target": plan.profile.name,
+            "qformat": plan.qformat,
+            "kv_cache_dtype": plan.kv_cache_dtype,
+            "tp": plan.tp,
+            "pp": plan.pp,
+            "checkpoint": {"path": str(ckpt.out), "key": ckpt.manifest.get("key"), "cached": ckpt.cached},
+            "engine": {"path": str(engine.out), "key": engine.manifest.get("key"), "cached": engine.cached},
+            "environment": env.to_json(),
+            "timings": {"quantize_s": t1 - t0, "engine_s": t2 - t1},
+        },
+    )
+    return BuildResult(plan, False, ckpt, engine, manifest_path, {"quantize_s": t1 - t0, "engine_s": t2 - t1})

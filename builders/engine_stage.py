@@ -1,0 +1,174 @@
+"""The engine stage: run ``trtllm-build`` on a TensorRT-LLM checkpoint into a keyed, atomic output.
+
+The engine is keyed by the checkpoint's own stage key, the build flags (paths left out), the
+TensorRT-LLM and TensorRT versions and the GPU it is built on. trtllm-build writes into a temporary
+sibling; its stdout and stderr go to ``trtllm-build.log`` there; on success the engine directory is
+checked (config.json and one ``rank{N}.engine`` per rank), its manifest written, and it is renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
+from swallow_trt.builders.environment import BuildEnvironment
+from swallow_trt.builders.quantize_stage import Reporter, SilentReporter
+from swallow_trt.builders.stage import StageDir, read_manifest, stage_key
+from swallow_trt.errors import StageFailed
+from swallow_trt.proc import die_with_parent, stop_group, tail
+
+LOG_NAME = "trtllm-build.log"
+PATH_FLAGS = ("--checkpoint_dir", "--output_dir", "--input_timing_cache", "--output_timing_cache")
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    out: Path
+    cached: bool
+    manifest: dict[str, Any]
+
+
+def build_flags(argv: list[str]) -> list[str]:
+    """The argv without the paths: what decides the engine's content."""
+    out: list[str] = []
+    skip = False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a in PATH_FLAGS:
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def run_engine_stage(
+    spec: EngineSpec,
+    checkpoint_manifest: dict[str, Any],
+    env: BuildEnvironment,
+    *,
+    timeout_s: float | None = None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> EngineResult:
+    ui: Reporter = reporter or SilentReporter()
+    out = spec.output_dir.absolute()
+    gpu = {"name": env.gpus[0].name, "sm": env.gpus[0].sm, "count": len(env.gpus)} if env.gpus else None
+    nominal = trtllm_build_argv(spec)
+    inputs = {
+        "stage": "engine",
+        "checkpoint_key": checkpoint_manifest.get("key"),
+        "flags": build_flags(nominal),
+        "tensorrt_llm": env.tensorrt_llm,
+        "tensorrt": env.tensorrt,
+        "gpu": gpu,
+    }
+    key = stage_key(inputs)
+    stage = StageDir(out)
+    with stage.locked(on_wait=ui.warn):
+        hit = stage.check_replaceable(key, force)
+        if hit is not None:
+            return EngineResult(out, True, hit)
+        temp = stage.temp_path()
+        temp.mkdir(parents=True)
+        if spec.timing_cache is not None:
+            spec.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        argv = trtllm_build_argv(
+            replace(spec, output_dir=temp, checkpoint_dir=spec.checkpoint_dir.absolute())
+        )
+        argv[0] = env.trtllm_build or argv[0]
+        log_path = temp / LOG_NAME
+        started = time.time()
+        try:
+            ui.phase(f"building the engine: {shlex.join(argv)}")
+            with log_path.open("wb") as log:
+                log.write(("$ " + shlex.join(argv) + "\n").encode())
+                log.flush()
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
+                try:
+                    last_note = time.monotonic()
+                    while True:
+                        try:
+                            rc = proc.wait(timeout=1.0)
+                            break
+                        except subprocess.TimeoutExpired:
+                            elapsed = time.time() - started
+                            if timeout_s is not None and elapsed > timeout_s:
+                                stop_group(proc)
+                                raise StageFailed(
+                                    f"trtllm-build did not finish within {timeout_s:g} s and was stopped: {shlex.join(argv)}",
+                                    "raise --build-timeout, or check the log for a stuck step",
+                                    details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
+                                ) from None
+                            if time.monotonic() - last_note >= 60:
+                                last_note = time.monotonic()
+                                ui.phase(f"still building ({elapsed / 60:.0f} min)")
+                except BaseException:
+                    stop_group(proc)
+                    raise
+            if rc != 0:
+                raise StageFailed(
+                    f"trtllm-build exited with code {rc}: {shlex.join(argv)}",
+                    "fix the cause and re-run; the engine directory was left untouched",
+                    details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
+                )
+            world = int((checkpoint_manifest.get("inputs") or {}).get("tp", 1)) * int(
+                (checkpoint_manifest.get("inputs") or {}).get("pp", 1)
+            )
+            missing = [
+                n
+                for n in ["config.json", *(f"rank{r}.engine" for r in range(world))]
+                if not (temp / n).is_file()
+            ]
+            if missing:
+                raise StageFailed(
+                    f"trtllm-build exited 0 but did not write {', '.join(missing)}: {shlex.join(argv)}",
+                    "check the log; the engine directory was left untouched",
+                    details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
+                )
+            try:
+                engine_config = json.loads((temp / "config.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                engine_config = None
+            manifest = {
+                "stage": "engine",
+                "key": key,
+                "inputs": inputs,
+                "environment": env.to_json() | {"gpus": None},
+                "gpu": gpu,
+                "checkpoint": {
+                    "path": str(spec.checkpoint_dir.absolute()),
+                    "key": checkpoint_manifest.get("key"),
+                },
+                "qformat": spec.qformat,
+                "kv_cache_dtype": spec.kv_cache_dtype,
+                "build_config": (engine_config or {}).get("build_config"),
+                "command": [a.replace(str(temp), str(out)) for a in argv],
+                "timings": {"trtllm_build_s": time.time() - started},
+            }
+            stage.commit(temp, manifest, logs=(LOG_NAME,))
+        except BaseException as exc:
+            if log_path.is_file() and not isinstance(exc, KeyboardInterrupt):
+                kept = out.parent / f"{out.name}.failed.log"
+                shutil.copyfile(log_path, kept)
+                if isinstance(exc, StageFailed):
+                    exc.hint = f"full log: {kept}; " + (exc.hint or "")
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+    final = read_manifest(out)
+    assert final is not None
+    return EngineResult(out, False, final)
