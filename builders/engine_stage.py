@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from typing import Any
 from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
 from swallow_trt.builders.environment import BuildEnvironment
 from swallow_trt.builders.quantize_stage import Reporter, SilentReporter
-from swallow_trt.builders.stage import StageDir, read_manifest, stage_key
+from swallow_trt.builders.stage import StageDir, stage_key
 from swallow_trt.errors import StageFailed
 from swallow_trt.proc import die_with_parent, stop_group, tail
 
@@ -77,17 +76,15 @@ def run_engine_stage(
         hit = stage.check_replaceable(key, force)
         if hit is not None:
             return EngineResult(out, True, hit)
-        temp = stage.temp_path()
-        temp.mkdir(parents=True)
         if spec.timing_cache is not None:
             spec.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        argv = trtllm_build_argv(
-            replace(spec, output_dir=temp, checkpoint_dir=spec.checkpoint_dir.absolute())
-        )
-        argv[0] = env.trtllm_build or argv[0]
-        log_path = temp / LOG_NAME
         started = time.time()
-        try:
+        with stage.building(LOG_NAME) as temp:
+            argv = trtllm_build_argv(
+                replace(spec, output_dir=temp, checkpoint_dir=spec.checkpoint_dir.absolute())
+            )
+            argv[0] = env.trtllm_build or argv[0]
+            log_path = temp / LOG_NAME
             ui.phase(f"building the engine: {shlex.join(argv)}")
             with log_path.open("wb") as log:
                 log.write(("$ " + shlex.join(argv) + "\n").encode())
@@ -148,7 +145,7 @@ def run_engine_stage(
                 "stage": "engine",
                 "key": key,
                 "inputs": inputs,
-                "environment": env.to_json() | {"gpus": None},
+                "environment": {k: v for k, v in env.to_json().items() if k != "gpus"},
                 "gpu": gpu,
                 "checkpoint": {
                     "path": str(spec.checkpoint_dir.absolute()),
@@ -160,15 +157,5 @@ def run_engine_stage(
                 "command": [a.replace(str(temp), str(out)) for a in argv],
                 "timings": {"trtllm_build_s": time.time() - started},
             }
-            stage.commit(temp, manifest, logs=(LOG_NAME,))
-        except BaseException as exc:
-            if log_path.is_file() and not isinstance(exc, KeyboardInterrupt):
-                kept = out.parent / f"{out.name}.failed.log"
-                shutil.copyfile(log_path, kept)
-                if isinstance(exc, StageFailed):
-                    exc.hint = f"full log: {kept}; " + (exc.hint or "")
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-    final = read_manifest(out)
-    assert final is not None
+            final = stage.commit(temp, manifest, logs=(LOG_NAME,))
     return EngineResult(out, False, final)

@@ -32,7 +32,7 @@ from swallow_trt.builders.plan import (
     check_tp,
     host_plan,
 )
-from swallow_trt.builders.stage import StageDir, read_manifest, stage_key
+from swallow_trt.builders.stage import StageDir, stage_key
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
 from swallow_trt.proc import die_with_parent, stop_group, tail
 from swallow_trt.profiles import Profile, get_target
@@ -291,10 +291,8 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
         hit = stage.check_replaceable(key, req.force)
         if hit is not None:
             return QuantizeResult(out, True, hit)
-        temp = stage.temp_path()
-        temp.mkdir(parents=True)
         started = time.time()
-        try:
+        with stage.building(LOG_NAME) as temp:
             spec = WorkerSpec(
                 checkpoint=str(ckpt.path),
                 weight_format=ckpt.weight_format,
@@ -340,16 +338,5 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
                 },
             }
             ui.phase("writing checksums and manifest")
-            stage.commit(temp, manifest, logs=(LOG_NAME, SPEC_NAME))
-        except BaseException as exc:
-            log = temp / LOG_NAME
-            if log.is_file() and not isinstance(exc, KeyboardInterrupt):
-                kept = out.parent / f"{out.name}.failed.log"
-                shutil.copyfile(log, kept)
-                if isinstance(exc, StageFailed):
-                    exc.hint = f"full log: {kept}; " + (exc.hint or "")
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-    manifest_now = read_manifest(out)
-    assert manifest_now is not None
-    return QuantizeResult(out, False, manifest_now)
+            final = stage.commit(temp, manifest, logs=(LOG_NAME, SPEC_NAME))
+    return QuantizeResult(out, False, final)

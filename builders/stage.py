@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swallow_trt.errors import UsageError
+from swallow_trt.errors import StageFailed, UsageError
 
 MANIFEST = "manifest.json"
 
@@ -116,7 +116,25 @@ class StageDir:
             "choose another --out, or pass --force to replace it",
         )
 
-    def commit(self, temp: Path, manifest: dict[str, Any], logs: tuple[str, ...] = ()) -> None:
+    @contextlib.contextmanager
+    def building(self, log_name: str) -> Iterator[Path]:
+        """A fresh temporary sibling to build in. On failure it is removed, and the stage's log is kept
+        beside the output as ``<name>.failed.log`` (named in the error's hint); Ctrl-C keeps nothing."""
+        temp = self.temp_path()
+        temp.mkdir(parents=True)
+        try:
+            yield temp
+        except BaseException as exc:
+            log = temp / log_name
+            if log.is_file() and not isinstance(exc, KeyboardInterrupt):
+                kept = self.final.parent / f"{self.final.name}.failed.log"
+                shutil.copyfile(log, kept)
+                if isinstance(exc, StageFailed):
+                    exc.hint = f"full log: {kept}; " + (exc.hint or "")
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+
+    def commit(self, temp: Path, manifest: dict[str, Any], logs: tuple[str, ...] = ()) -> dict[str, Any]:
         """Checksum the outputs, write the manifest, fsync, and rename ``temp`` into place. ``logs``
         are kept beside the outputs but not checksummed (their timestamps differ run to run)."""
         outputs: dict[str, Any] = {}
@@ -139,6 +157,7 @@ class StageDir:
         _fsync(self.final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        return manifest
 
 
 def _fsync(path: Path) -> None:
