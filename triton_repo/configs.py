@@ -1,0 +1,133 @@
+"""Triton model configs as ``model_config_pb2.ModelConfig`` messages, written with protobuf text_format.
+
+The ``tensorrt_llm`` model's tensors follow the shipped contract (data/tensorrtllm-backend-model.json,
+the engine-era inflight_batcher_llm layout) exactly: names, data types, dims, optional, reshape and
+ragged batching come from that file, not from a template, so nothing like ``${...}`` can be left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+LOGITS_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16"}
+
+
+@cache
+def contract() -> dict[str, Any]:
+    from swallow_trt import __file__ as pkg_file
+
+    data: dict[str, Any] = json.loads(
+        (Path(pkg_file).parent / "data" / "tensorrtllm-backend-model.json").read_text()
+    )
+    return data
+
+
+@dataclass(frozen=True)
+class TrtllmModelSettings:
+    engine_dir: str
+    max_batch_size: int
+    decoupled: bool = True
+    logits_dtype: str = "float32"
+    kv_cache_free_gpu_mem_fraction: float = 0.9
+    batch_scheduler_policy: str = "guaranteed_no_evict"
+    enable_chunked_context: bool = False
+    gpu_device_ids: tuple[int, ...] = ()
+    max_beam_width: int = 1
+    max_queue_delay_microseconds: int = 0
+    max_queue_size: int = 0
+    exclude_input_in_output: bool = True
+    backend: str = "tensorrtllm"
+    instances: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if self.batch_scheduler_policy not in contract()["parameter_values"]["batch_scheduler_policy"]:
+            raise ValueError(
+                f"batch_scheduler_policy {self.batch_scheduler_policy!r} is not one the backend knows"
+            )
+        if self.logits_dtype not in LOGITS_DTYPES:
+            raise ValueError(f"logits dtype {self.logits_dtype!r}")
+
+
+def _dtype(name: str, logits: str) -> Any:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    if name.startswith("${"):
+        name = LOGITS_DTYPES[logits]  # the only placeholder in the contract: ${logits_datatype}
+    return mc.DataType.Value(name)
+
+
+def _io(message: Any, spec: dict[str, Any], logits: str, is_input: bool) -> None:
+    message.name = spec["name"]
+    message.data_type = _dtype(spec["data_type"], logits)
+    message.dims.extend(spec["dims"])
+    if is_input:
+        message.optional = bool(spec.get("optional", False))
+        message.allow_ragged_batch = bool(spec.get("allow_ragged_batch", False))
+    if spec.get("reshape_to_scalar"):
+        message.reshape.shape.extend([])
+        message.reshape.SetInParent()
+
+
+def _param(config: Any, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list | tuple):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    config.parameters[key].string_value = text
+
+
+def tensorrt_llm_config(s: TrtllmModelSettings, name: str = "tensorrt_llm") -> Any:
+    """The ``tensorrt_llm`` model: the C++ backend (``tensorrtllm``) or the reference backend (``python``),
+    with the same tensor contract."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    c = contract()
+    config = mc.ModelConfig(name=name, backend=s.backend, max_batch_size=s.max_batch_size)
+    config.model_transaction_policy.decoupled = s.decoupled
+    config.dynamic_batching.preferred_batch_size.append(s.max_batch_size)
+    config.dynamic_batching.max_queue_delay_microseconds = s.max_queue_delay_microseconds
+    if s.max_queue_size:
+        config.dynamic_batching.default_queue_policy.max_queue_size = s.max_queue_size
+    for spec in c["inputs"]:
+        _io(config.input.add(), spec, s.logits_dtype, True)
+    for spec in c["outputs"]:
+        _io(config.output.add(), spec, s.logits_dtype, False)
+    group = config.instance_group.add()
+    group.count = s.instances
+    group.kind = mc.ModelInstanceGroup.KIND_CPU
+    _param(config, "gpt_model_type", "inflight_fused_batching")
+    _param(config, "gpt_model_path", s.engine_dir)
+    _param(config, "max_beam_width", s.max_beam_width)
+    _param(config, "batch_scheduler_policy", s.batch_scheduler_policy)
+    _param(config, "kv_cache_free_gpu_mem_fraction", s.kv_cache_free_gpu_mem_fraction)
+    _param(config, "enable_chunked_context", s.enable_chunked_context)
+    _param(config, "exclude_input_in_output", s.exclude_input_in_output)
+    _param(config, "FORCE_CPU_ONLY_INPUT_TENSORS", False)
+    if s.gpu_device_ids:
+        _param(config, "gpu_device_ids", s.gpu_device_ids)
+    unknown = set(config.parameters) - set(c["parameter_keys"])
+    if unknown:
+        raise ValueError(f"parameters outside the backend contract: {sorted(unknown)}")
+    return config
+
+
+def to_pbtxt(config: Any) -> str:
+    from google.protobuf import text_format
+
+    text: str = text_format.MessageToString(config, as_utf8=True)
+    return text
+
+
+def from_pbtxt(text: str) -> Any:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    return text_format.Parse(text, mc.ModelConfig())
