@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from swallow_trt import __version__
-from swallow_trt.cli import build, catalog, plan, quantize
+from swallow_trt.cli import build, models, plan, quantize, targets
 
 app = typer.Typer(
     name="swallow-trt",
@@ -39,8 +39,8 @@ def _root(
     """Swallow -> TensorRT-LLM -> Triton tool chain."""
 
 
-app.command("models", help=catalog.MODELS_HELP)(catalog.models)
-app.command("targets", help=catalog.TARGETS_HELP)(catalog.targets)
+app.command("models", help=models.MODELS_HELP)(models.models)
+app.command("targets", help=targets.TARGETS_HELP)(targets.targets)
 app.command("plan", help=plan.HELP)(plan.plan)
 app.command("quantize", help=quantize.HELP)(quantize.quantize)
 app.command("build", help=build.HELP)(build.build)
