@@ -17,17 +17,13 @@ from swallow_trt.builders.quantize_stage import (
     run_quantize,
 )
 from swallow_trt.builders.stage import write_json_atomic
+from swallow_trt.quantize.worker import CalibSettings
 
 
 @dataclass(frozen=True)
 class BuildRequest:
     plan: PlanRequest
-    calib: str = "ja"
-    calib_size: int = 512
-    calib_max_seq_len: int = 512
-    seed: int = 0
-    eval_samples: int = 8
-    eval_seq_len: int = 256
+    calibration: CalibSettings = field(default_factory=CalibSettings)
     revision: str | None = None
     allow_pickle: bool = False
     force: bool = False
@@ -68,12 +64,7 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
             tp=plan.tp,
             pp=plan.pp,
             dtype=plan.dtype,
-            calib=req.calib,
-            calib_size=req.calib_size,
-            calib_max_seq_len=req.calib_max_seq_len,
-            seed=req.seed,
-            eval_samples=req.eval_samples,
-            eval_seq_len=req.eval_seq_len,
+            calibration=req.calibration,
             out=dirs["checkpoint"],
             revision=req.revision,
             allow_pickle=req.allow_pickle,

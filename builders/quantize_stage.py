@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from swallow_trt.quantize.calib import calibration_texts
 from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, inspect_checkpoint
 from swallow_trt.quantize.formats import DTYPE_BYTES, FORMATS
 from swallow_trt.quantize.validate import Expected, raise_if_invalid, validate_export
-from swallow_trt.quantize.worker import WorkerSpec
+from swallow_trt.quantize.worker import CalibSettings, WorkerSpec
 from swallow_trt.registry import ResolvedModel, resolve_model
 
 LOG_NAME = "quantize.log"
@@ -73,12 +73,7 @@ class QuantizeRequest:
     tp: int = 1
     pp: int = 1
     dtype: str | None = None
-    calib: str = "ja"
-    calib_size: int = 512
-    calib_max_seq_len: int = 512
-    seed: int = 0
-    eval_samples: int = 8
-    eval_seq_len: int = 256
+    calibration: CalibSettings = field(default_factory=CalibSettings)
     out: Path | None = None
     target: str | None = None
     revision: str | None = None
@@ -107,10 +102,10 @@ def _check_numbers(req: QuantizeRequest) -> None:
     for flag, value, low in (
         ("--tp", req.tp, 1),
         ("--pp", req.pp, 1),
-        ("--calib-size", req.calib_size, 1),
-        ("--calib-max-seq-len", req.calib_max_seq_len, 16),
-        ("--eval-samples", req.eval_samples, 0),
-        ("--eval-seq-len", req.eval_seq_len, 16),
+        ("--calib-size", req.calibration.calib_size, 1),
+        ("--calib-max-seq-len", req.calibration.calib_max_seq_len, 16),
+        ("--eval-samples", req.calibration.eval_samples, 0),
+        ("--eval-seq-len", req.calibration.eval_seq_len, 16),
     ):
         if value < low:
             raise UsageError(
@@ -230,7 +225,8 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
     name = model.display_name
     profile = get_target(req.target) if req.target else None
     qformat, kv, dtype = resolve_formats(req, model.arch, name, profile)
-    calib = calibration_texts(req.calib)
+    cal = req.calibration
+    calib = calibration_texts(cal.calib)
     out = (req.out or default_out(model, qformat, kv, req.tp, req.pp)).expanduser().absolute()
     check_resources(model.arch, qformat, dtype, req, out, download=model.local_path is None)
 
@@ -251,7 +247,7 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
     # The checkpoint's own config is the truth: re-check the rules against it.
     if ckpt.arch != model.arch:
         qformat, kv, dtype = resolve_formats(
-            QuantizeRequest(**{**asdict(req), "qformat": qformat, "kv_cache_dtype": kv, "dtype": dtype}),
+            replace(req, qformat=qformat, kv_cache_dtype=kv, dtype=dtype),
             ckpt.arch,
             name,
             profile,
@@ -278,11 +274,11 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
         "calib": {
             "source": calib.name,
             "sha256": calib.sha256,
-            "size": req.calib_size,
-            "max_seq_len": req.calib_max_seq_len,
-            "seed": req.seed,
+            "size": cal.calib_size,
+            "max_seq_len": cal.calib_max_seq_len,
+            "seed": cal.seed,
         },
-        "eval": {"samples": req.eval_samples, "seq_len": req.eval_seq_len},
+        "eval": {"samples": cal.eval_samples, "seq_len": cal.eval_seq_len},
         "versions": {k: v for k, v in versions.items() if k != "python"},
     }
     key = stage_key(inputs)
@@ -301,12 +297,7 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
                 tp=req.tp,
                 pp=req.pp,
                 dtype=dtype,
-                calib=req.calib,
-                calib_size=req.calib_size,
-                calib_max_seq_len=req.calib_max_seq_len,
-                seed=req.seed,
-                eval_samples=req.eval_samples,
-                eval_seq_len=req.eval_seq_len,
+                calibration=cal,
                 out_dir=str(temp),
             )
             done, argv = run_worker(spec, temp, ui)

@@ -96,6 +96,7 @@ def build(
     from swallow_trt.builders.build import BuildRequest, run_build
     from swallow_trt.builders.plan import PlanRequest, choose_qformat
     from swallow_trt.errors import UsageError
+    from swallow_trt.quantize.worker import CalibSettings
 
     if build_timeout is not None and build_timeout <= 0:
         raise UsageError(
@@ -118,12 +119,7 @@ def build(
             max_num_tokens=max_num_tokens,
             out=out_root,
         ),
-        calib=calib,
-        calib_size=calib_size,
-        calib_max_seq_len=calib_max_seq_len,
-        seed=seed,
-        eval_samples=eval_samples,
-        eval_seq_len=eval_seq_len,
+        calibration=CalibSettings(calib, calib_size, calib_max_seq_len, seed, eval_samples, eval_seq_len),
         revision=revision,
         allow_pickle=allow_pickle,
         force=force,

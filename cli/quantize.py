@@ -130,6 +130,7 @@ def quantize(
 ) -> None:
     from swallow_trt.builders.plan import choose_qformat
     from swallow_trt.builders.quantize_stage import QuantizeRequest, run_quantize
+    from swallow_trt.quantize.worker import CalibSettings
 
     req = QuantizeRequest(
         model=model,
@@ -138,12 +139,7 @@ def quantize(
         tp=tp,
         pp=pp,
         dtype=dtype,
-        calib=calib,
-        calib_size=calib_size,
-        calib_max_seq_len=calib_max_seq_len,
-        seed=seed,
-        eval_samples=eval_samples,
-        eval_seq_len=eval_seq_len,
+        calibration=CalibSettings(calib, calib_size, calib_max_seq_len, seed, eval_samples, eval_seq_len),
         out=out_dir,
         target=target,
         revision=revision,

@@ -21,6 +21,18 @@ EVAL_BYTES_LIMIT = 2**30  # reference log-probs kept on the host for the quality
 
 
 @dataclass(frozen=True)
+class CalibSettings:
+    """Calibration text and the held-out quality report: one definition for the CLI, the stages and the worker."""
+
+    calib: str = "ja"
+    calib_size: int = 512
+    calib_max_seq_len: int = 512
+    seed: int = 0
+    eval_samples: int = 8
+    eval_seq_len: int = 256
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     checkpoint: str
     weight_format: str
@@ -29,12 +41,7 @@ class WorkerSpec:
     tp: int
     pp: int
     dtype: str
-    calib: str
-    calib_size: int
-    calib_max_seq_len: int
-    seed: int
-    eval_samples: int
-    eval_seq_len: int
+    calibration: CalibSettings
     out_dir: str
 
 
@@ -120,7 +127,7 @@ def run(spec: WorkerSpec) -> None:
 
     from swallow_trt.quantize.calib import calibration_texts, heldout_texts, pack_token_ids
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(spec.calibration.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[spec.dtype]
     log(f"device {device}, torch {torch.__version__}, dtype {spec.dtype}")
@@ -144,25 +151,40 @@ def run(spec: WorkerSpec) -> None:
     quality: dict[str, Any] = {"measured": False, "reason": "nothing is quantised before export"}
     if cfg is not None:
         n_eval = min(
-            spec.eval_samples, max(1, EVAL_BYTES_LIMIT // (spec.eval_seq_len * model.config.vocab_size * 2))
+            spec.calibration.eval_samples,
+            max(1, EVAL_BYTES_LIMIT // (spec.calibration.eval_seq_len * model.config.vocab_size * 2)),
         )
-        if n_eval < spec.eval_samples:
+        if n_eval < spec.calibration.eval_samples:
             log(f"quality report limited to {n_eval} samples to keep reference log-probs within 1 GiB")
-        eval_samples = pack_token_ids(encode, heldout_texts().texts, n_eval, spec.eval_seq_len, spec.seed + 1)
+        eval_samples = pack_token_ids(
+            encode, heldout_texts().texts, n_eval, spec.calibration.eval_seq_len, spec.calibration.seed + 1
+        )
         t = time.perf_counter()
         ref = _reference_logprobs(model, eval_samples, device) if eval_samples else []
         timings["reference_eval_s"] = time.perf_counter() - t
-        calib = calibration_texts(spec.calib)
-        samples = pack_token_ids(encode, calib.texts, spec.calib_size, spec.calib_max_seq_len, spec.seed)
+        calib = calibration_texts(spec.calibration.calib)
+        samples = pack_token_ids(
+            encode,
+            calib.texts,
+            spec.calibration.calib_size,
+            spec.calibration.calib_max_seq_len,
+            spec.calibration.seed,
+        )
         if not samples:
             raise SystemExit(
-                f"calibration set {spec.calib!r} is too short for one sample of {spec.calib_max_seq_len} tokens"
+                f"calibration set {spec.calibration.calib!r} is too short for one sample of {spec.calibration.calib_max_seq_len} tokens"
             )
-        if len(samples) < spec.calib_size:
+        if len(samples) < spec.calibration.calib_size:
             log(
-                f"calibration text gives {len(samples)} samples of {spec.calib_max_seq_len} tokens, not {spec.calib_size}"
+                f"calibration text gives {len(samples)} samples of {spec.calibration.calib_max_seq_len} tokens, not {spec.calibration.calib_size}"
             )
-        emit("calib", done=0, total=len(samples), samples=len(samples), seq_len=spec.calib_max_seq_len)
+        emit(
+            "calib",
+            done=0,
+            total=len(samples),
+            samples=len(samples),
+            seq_len=spec.calibration.calib_max_seq_len,
+        )
 
         def forward_loop(m: Any) -> None:
             with torch.inference_mode():
@@ -220,7 +242,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -m swallow_trt.quantize.worker SPEC.json\n")
         return 2
-    spec = WorkerSpec(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    data = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    spec = WorkerSpec(**{**data, "calibration": CalibSettings(**data["calibration"])})
     run(spec)
     return 0
 
