@@ -147,7 +147,11 @@ def test_build_timeout_stops_trtllm_build(ckpt: Path, tmp_path: Path) -> None:
     assert "did not finish within 3 s" in res.stderr
     assert time.monotonic() - t0 < 120
     assert not engine_dir(out).exists()
-    left = subprocess.run(["pgrep", "-f", "stubs/bin/trtllm-build"], capture_output=True, text=True)
+    left = subprocess.run(
+        ["pgrep", "-f", f"stubs/bin/trtllm-build --checkpoint_dir {out.absolute()}"],
+        capture_output=True,
+        text=True,
+    )
     assert left.stdout.strip() == "", "the hung trtllm-build was left running"
 
 

@@ -317,8 +317,12 @@ def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float = 120) ->
     raise AssertionError(f"{needle!r} never appeared:\n{''.join(seen)}")
 
 
-def _no_worker_left() -> bool:
-    out = subprocess.run(["pgrep", "-f", "swallow_trt.quantize.worker"], capture_output=True, text=True)
+def _no_worker_left(where: Path) -> bool:
+    """No quantize worker of this test is running (its spec file lives under ``where``), whatever other
+    runs on the machine are doing."""
+    out = subprocess.run(
+        ["pgrep", "-f", f"swallow_trt.quantize.worker {where}"], capture_output=True, text=True
+    )
     return out.stdout.strip() == ""
 
 
@@ -343,9 +347,9 @@ def test_kill_9_mid_export_then_rerun_is_identical(checkpoints: dict[str, Path],
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20
-    while not _no_worker_left() and time.monotonic() < deadline:
+    while not _no_worker_left(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _no_worker_left(), "the worker outlived its killed parent"
+    assert _no_worker_left(tmp_path), "the worker outlived its killed parent"
     assert not killed.exists(), "a killed run must leave nothing at the final path"
     again = _run_cli([*args, "--out", str(killed)], tmp_path)
     assert again.wait(300) == 0
@@ -367,9 +371,9 @@ def test_ctrl_c_leaves_nothing(checkpoints: dict[str, Path], tmp_path: Path) -> 
     assert not out.exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
     deadline = time.monotonic() + 20
-    while not _no_worker_left() and time.monotonic() < deadline:
+    while not _no_worker_left(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _no_worker_left()
+    assert _no_worker_left(tmp_path)
 
 
 def test_two_runs_on_one_output_serialise(checkpoints: dict[str, Path], tmp_path: Path) -> None:
