@@ -84,9 +84,12 @@ def _param(config: Any, key: str, value: Any) -> None:
     config.parameters[key].string_value = text
 
 
-def tensorrt_llm_config(s: TrtllmModelSettings, name: str = "tensorrt_llm") -> Any:
+def tensorrt_llm_config(
+    s: TrtllmModelSettings, name: str = "tensorrt_llm", reference_parameters: dict[str, Any] | None = None
+) -> Any:
     """The ``tensorrt_llm`` model: the C++ backend (``tensorrtllm``) or the reference backend (``python``),
-    with the same tensor contract."""
+    with the same tensor contract. ``reference_parameters`` (the reference backend only) carry what the
+    C++ backend reads from the engine, e.g. ``max_input_len``."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     c = contract()
@@ -110,10 +113,16 @@ def tensorrt_llm_config(s: TrtllmModelSettings, name: str = "tensorrt_llm") -> A
     _param(config, "kv_cache_free_gpu_mem_fraction", s.kv_cache_free_gpu_mem_fraction)
     _param(config, "enable_chunked_context", s.enable_chunked_context)
     _param(config, "exclude_input_in_output", s.exclude_input_in_output)
-    _param(config, "FORCE_CPU_ONLY_INPUT_TENSORS", False)
+    # Upstream's value; the Python backend (the reference backend) accepts only "yes"/"no" here.
+    _param(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
     if s.gpu_device_ids:
         _param(config, "gpu_device_ids", s.gpu_device_ids)
-    unknown = set(config.parameters) - set(c["parameter_keys"])
+    if reference_parameters:
+        if s.backend != "python":
+            raise ValueError("reference_parameters apply to the reference (python) backend only")
+        for key, value in reference_parameters.items():
+            _param(config, key, value)
+    unknown = set(config.parameters) - set(c["parameter_keys"]) - set(reference_parameters or {})
     if unknown:
         raise ValueError(f"parameters outside the backend contract: {sorted(unknown)}")
     return config
@@ -131,3 +140,27 @@ def from_pbtxt(text: str) -> Any:
     from tritonclient.grpc import model_config_pb2 as mc
 
     return text_format.Parse(text, mc.ModelConfig())
+
+
+def chat_config(parameters: dict[str, Any], name: str = "chat") -> Any:
+    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
+    config.model_transaction_policy.decoupled = True
+    for tensor, dtype, dims, optional in (
+        ("text_input", "TYPE_STRING", [1], False),
+        ("max_tokens", "TYPE_INT32", [1], True),
+        ("system_prompt", "TYPE_STRING", [1], True),
+        ("stop", "TYPE_STRING", [-1], True),
+    ):
+        i = config.input.add(name=tensor, data_type=mc.DataType.Value(dtype), optional=optional)
+        i.dims.extend(dims)
+    o = config.output.add(name="text_output", data_type=mc.TYPE_STRING)
+    o.dims.extend([1])
+    group = config.instance_group.add()
+    group.count = 1
+    group.kind = mc.ModelInstanceGroup.KIND_CPU
+    for key, value in parameters.items():
+        _param(config, key, value)
+    return config
