@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from swallow_trt import __version__
-from swallow_trt.cli import build, models, plan, quantize, targets
+from swallow_trt.cli import build, chat, models, package, plan, quantize, serve, targets
 
 app = typer.Typer(
     name="swallow-trt",
@@ -44,6 +44,9 @@ app.command("targets", help=targets.TARGETS_HELP)(targets.targets)
 app.command("plan", help=plan.HELP)(plan.plan)
 app.command("quantize", help=quantize.HELP)(quantize.quantize)
 app.command("build", help=build.HELP)(build.build)
+app.command("package", help=package.HELP)(package.package)
+app.command("serve", help=serve.HELP)(serve.serve)
+app.command("chat", help=chat.HELP)(chat.chat)
 
 
 def run() -> None:

@@ -28,6 +28,20 @@ class ReferenceRepoSpec:
     default_max_tokens: int = 256
 
 
+def end_id_for(checkpoint: Path, stop_words: tuple[str, ...]) -> int | None:
+    """The token generation ends at: the family's stop token (``<|eot_id|>``, ``</s>``) as the model's own
+    tokenizer numbers it, else the tokenizer's EOS."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    for word in stop_words:
+        tid = tok.convert_tokens_to_ids(word)
+        if isinstance(tid, int) and tid != tok.unk_token_id:
+            return tid
+    eos = tok.eos_token_id
+    return int(eos) if isinstance(eos, int) else None
+
+
 def _write_model(root: Path, name: str, config_text: str, model_source: Path) -> None:
     (root / name / "1").mkdir(parents=True, exist_ok=True)
     (root / name / "config.pbtxt").write_text(config_text, encoding="utf-8")

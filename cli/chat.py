@@ -1,0 +1,62 @@
+"""``swallow-trt chat``: stream an answer from a served repository."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from swallow_trt.cli.output import guarded
+
+HELP = """Chat with a served model over gRPC streaming, printing text as it arrives.
+
+With a PROMPT, one answer; without, an interactive loop (an empty line or Ctrl-D ends it). Each turn is
+sent on its own (the model sees the system prompt and that turn).
+
+Examples:
+
+  swallow-trt chat --url 127.0.0.1:8001 "日本で一番高い山は？"
+
+  swallow-trt chat --url 127.0.0.1:8001 --system "簡潔に答えてください。" --max-tokens 128
+"""
+
+
+@guarded
+def chat(
+    prompt: Annotated[
+        str | None, typer.Argument(help="The message; omit for an interactive session.")
+    ] = None,
+    url: Annotated[str, typer.Option("--url", help="Triton gRPC address host:port.")] = "127.0.0.1:8001",
+    system: Annotated[
+        str | None, typer.Option("--system", help="System prompt (default: the model's).")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens to generate.")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    model: Annotated[str, typer.Option("--model-name", help="Streaming model in the repository.")] = "chat",
+) -> None:
+    from swallow_trt.errors import UsageError
+    from swallow_trt.triton_repo.client import stream_chat
+
+    if max_tokens is not None and max_tokens < 1:
+        raise UsageError(f"--max-tokens must be at least 1, got {max_tokens}", "pass a positive number")
+
+    def answer(text: str) -> None:
+        for piece in stream_chat(
+            url, text, model=model, max_tokens=max_tokens, system_prompt=system, stop=stop
+        ):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    if prompt is not None:
+        answer(prompt)
+        return
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        answer(line)

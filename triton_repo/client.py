@@ -1,0 +1,69 @@
+"""Streaming chat client over gRPC (tritonclient), for ``swallow-trt chat`` and scripts."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from swallow_trt.errors import EnvironmentProblem, StageFailed
+
+
+def stream_chat(
+    url: str,
+    text: str,
+    *,
+    model: str = "chat",
+    max_tokens: int | None = None,
+    system_prompt: str | None = None,
+    stop: list[str] | None = None,
+    timeout_s: float = 300.0,
+) -> Iterator[str]:
+    """Yield text pieces as the server streams them; raise StageFailed on an error response."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    try:
+        client = grpcclient.InferenceServerClient(url)
+        if not client.is_server_live():
+            raise InferenceServerException("server is not live")
+    except InferenceServerException as exc:
+        raise EnvironmentProblem(
+            f"cannot reach Triton at {url}: {exc}", "start it with `swallow-trt serve --repo REPO`"
+        ) from None
+
+    def tensor(name: str, values: list[Any], dtype: str, np_dtype: Any) -> Any:
+        t = grpcclient.InferInput(name, [len(values)], dtype)
+        t.set_data_from_numpy(np.array(values, dtype=np_dtype))
+        return t
+
+    inputs = [tensor("text_input", [text.encode("utf-8")], "BYTES", object)]
+    if max_tokens is not None:
+        inputs.append(tensor("max_tokens", [max_tokens], "INT32", np.int32))
+    if system_prompt is not None:
+        inputs.append(tensor("system_prompt", [system_prompt.encode("utf-8")], "BYTES", object))
+    if stop:
+        inputs.append(tensor("stop", [s.encode("utf-8") for s in stop], "BYTES", object))
+    callback: Callable[[Any, Any], None] = lambda result, error: results.put((result, error))  # noqa: E731
+    client.start_stream(callback=callback)
+    try:
+        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        while True:
+            try:
+                result, error = results.get(timeout=timeout_s)
+            except queue.Empty:
+                raise StageFailed(
+                    f"no response from {model} within {timeout_s:g} s", "check the server log"
+                ) from None
+            if error is not None:
+                raise StageFailed(f"{model} answered with an error: {error}", "check the request")
+            out = result.as_numpy("text_output")
+            if out is not None:
+                yield out.reshape(-1)[0].decode("utf-8")
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return
+    finally:
+        client.stop_stream()
+        client.close()
