@@ -68,25 +68,6 @@ METHODS: dict[str, Callable[[Any, list[int]], list[str]]] = {
 }
 
 
-class Counting:
-    """A tokenizer wrapper that counts decode calls and ids decoded."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok, self.calls, self.ids = tok, 0, 0
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False, **kwargs: Any) -> str:
-        self.calls += 1
-        self.ids += len(ids)
-        text: str = self.tok.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
-        return text
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tok, name)
-
-    def __len__(self) -> int:
-        return len(self.tok)
-
-
 def output_ids(tok: Any, n: int) -> list[int]:
     from tests.fixtures.tiny import japanese_paragraphs
 
@@ -107,7 +88,9 @@ def measure(kind: str, n: int, repeats: int) -> dict[str, Any]:
     result: dict[str, Any] = {"tokens": len(ids), "characters": len(reference), "methods": {}}
     for name, fn in METHODS.items():
         pieces = fn(tok, ids)  # also warms up (the detokeniser's per-tokenizer profile is cached)
-        counting = Counting(tok)
+        from tests.fixtures.counting import CountingTokenizer
+
+        counting = CountingTokenizer(tok)
         fn(counting, ids)
         result["methods"][name] = {
             "fffd_emitted": sum(p.count(FFFD) for p in pieces),

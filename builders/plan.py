@@ -39,6 +39,7 @@ HOST_RAM_FACTOR = {"calibrated": 2.2, "plain": 1.1}
 HOST_RAM_FIXED = 1 * GIB
 MAX_TP = 8
 
+DEFAULT_OUT = Path("swallow-trt-out")
 # Suggestion order when a model does not fit: accuracy first, then size.
 FORMAT_PREFERENCE = ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "int4_wo")
 
@@ -61,7 +62,7 @@ class PlanRequest:
     max_num_tokens: int | None = None
     moe_tp_size: int | None = None
     moe_ep_size: int | None = None
-    out: Path = Path("swallow-trt-out")
+    out: Path = DEFAULT_OUT
 
 
 def choose_qformat(fp8: bool, int4_awq: bool, qformat: str | None) -> str | None:
@@ -605,11 +606,16 @@ def host_plan(arch: ModelArch, qformat: str, dtype_bytes: int, tp: int, pp: int)
     )
 
 
+def stage_root(out: Path, model: ResolvedModel, qformat: str, kv: str, tp: int, pp: int) -> Path:
+    """Where every stage of one model x format x parallelism lives: ``<out>/<model>-<fmt>-kv<kv>-tp<T>pp<P>``."""
+    short = model.display_name.rstrip("/").split("/")[-1]
+    return out / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}"
+
+
 def stage_dirs(
     req: PlanRequest, model: ResolvedModel, profile: Profile, qformat: str, kv: str, tp: int, pp: int
 ) -> dict[str, Path]:
-    short = model.display_name.rstrip("/").split("/")[-1]
-    root = req.out / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}"
+    root = stage_root(req.out, model, qformat, kv, tp, pp)
     return {
         "root": root,
         "checkpoint": root / "checkpoint",

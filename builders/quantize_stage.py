@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from swallow_trt import __version__
 from swallow_trt.arch import ModelArch
 from swallow_trt.builders.plan import (
+    DEFAULT_OUT,
     GIB,
     check_format,
     check_format_arch,
@@ -31,6 +32,7 @@ from swallow_trt.builders.plan import (
     check_pp,
     check_tp,
     host_plan,
+    stage_root,
 )
 from swallow_trt.builders.stage import StageDir, stage_key
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
@@ -41,7 +43,7 @@ from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, in
 from swallow_trt.quantize.formats import DTYPE_BYTES, FORMATS
 from swallow_trt.quantize.validate import Expected, raise_if_invalid, validate_export
 from swallow_trt.quantize.worker import CalibSettings, WorkerSpec
-from swallow_trt.registry import ResolvedModel, resolve_model
+from swallow_trt.registry import resolve_model
 
 LOG_NAME = "quantize.log"
 SPEC_NAME = "worker-spec.json"
@@ -166,11 +168,6 @@ def check_resources(
         )
 
 
-def default_out(model: ResolvedModel, qformat: str, kv: str, tp: int, pp: int) -> Path:
-    short = model.display_name.rstrip("/").split("/")[-1]
-    return Path("swallow-trt-out") / f"{short}-{qformat}-kv{kv}-tp{tp}pp{pp}" / "checkpoint"
-
-
 def run_worker(spec: WorkerSpec, temp: Path, reporter: Reporter) -> tuple[dict[str, Any], list[str]]:
     spec_path = temp / SPEC_NAME
     spec_path.write_text(json.dumps(asdict(spec), indent=2))
@@ -227,7 +224,11 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
     qformat, kv, dtype = resolve_formats(req, model.arch, name, profile)
     cal = req.calibration
     calib = calibration_texts(cal.calib)
-    out = (req.out or default_out(model, qformat, kv, req.tp, req.pp)).expanduser().absolute()
+    out = (
+        (req.out or stage_root(DEFAULT_OUT, model, qformat, kv, req.tp, req.pp) / "checkpoint")
+        .expanduser()
+        .absolute()
+    )
     check_resources(model.arch, qformat, dtype, req, out, download=model.local_path is None)
 
     if model.local_path is None:

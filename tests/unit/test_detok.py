@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from swallow_trt.triton_repo.detok import MAX_PENDING, SHIFT_EVERY, IncrementalDetokenizer
+from tests.fixtures.counting import CountingTokenizer
 from tests.fixtures.tiny import japanese_paragraphs, make_tokenizer
 
 FFFD = "\ufffd"
@@ -326,27 +327,6 @@ def test_fuzz_mixed_valid_invalid_and_special(kind: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ cost
-
-
-class CountingTokenizer:
-    """Delegates to a tokenizer, counting decode calls and the ids passed to them."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-        self.calls = 0
-        self.ids = 0
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False, **kwargs: Any) -> str:
-        self.calls += 1
-        self.ids += len(ids)
-        text: str = self.tok.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
-        return text
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tok, name)
-
-    def __len__(self) -> int:
-        return len(self.tok)
 
 
 @pytest.mark.parametrize("kind", STYLES)
