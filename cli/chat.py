@@ -11,8 +11,9 @@ from swallow_trt.cli.output import guarded
 
 HELP = """Chat with a served model over gRPC streaming, printing text as it arrives.
 
-With a PROMPT, one answer; without, an interactive loop (an empty line or Ctrl-D ends it). Each turn is
-sent on its own (the model sees the system prompt and that turn).
+With a PROMPT, one answer; without, an interactive multi-turn chat: the model sees the system prompt and
+every earlier turn of the session, in the chat format of its family. An empty line or Ctrl-D ends it;
+`/reset` forgets the earlier turns.
 
 Examples:
 
@@ -41,13 +42,18 @@ def chat(
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens must be at least 1, got {max_tokens}", "pass a positive number")
 
-    def answer(text: str) -> None:
+    history: list[tuple[str, str]] = []
+
+    def answer(text: str) -> str:
+        pieces = []
         for piece in stream_chat(
-            url, text, model=model, max_tokens=max_tokens, system_prompt=system, stop=stop
+            url, text, model=model, max_tokens=max_tokens, system_prompt=system, stop=stop, history=history
         ):
+            pieces.append(piece)
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+        return "".join(pieces)
 
     if prompt is not None:
         answer(prompt)
@@ -59,4 +65,8 @@ def chat(
             break
         if not line.strip():
             break
-        answer(line)
+        if line.strip() == "/reset":
+            history.clear()
+            continue
+        reply = answer(line)
+        history.extend([("user", line), ("assistant", reply)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from swallow_trt import __version__
-from swallow_trt.cli import build, chat, models, package, plan, quantize, serve, targets
+from swallow_trt.cli import build, chat, models, package, plan, profile, quantize, serve, targets
 
 app = typer.Typer(
     name="swallow-trt",
@@ -47,6 +47,7 @@ app.command("build", help=build.HELP)(build.build)
 app.command("package", help=package.HELP)(package.package)
 app.command("serve", help=serve.HELP)(serve.serve)
 app.command("chat", help=chat.HELP)(chat.chat)
+app.command("profile", help=profile.HELP)(profile.profile)
 
 
 def run() -> None:

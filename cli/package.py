@@ -7,81 +7,95 @@ from typing import Annotated
 
 import typer
 
-from swallow_trt.cli.options import JsonOpt, ModelOpt
+from swallow_trt.cli.options import JsonOpt
 from swallow_trt.cli.output import emit_json, guarded, out
 
 HELP = """Write a self-contained Triton model repository for a Swallow model.
 
---backend reference: a Python-backend `tensorrt_llm` model with the TensorRT-LLM backend's tensor
-contract, running transformers on the HF checkpoint (CPU or GPU), plus the streaming `chat` model
-(chat format of the model's family, exact Japanese streaming, stop words). It runs on a real Triton
-server without TensorRT-LLM: for CI, for trying the pipeline, for the CPU quickstart.
-(--backend tensorrtllm, serving a built engine, is not in this version yet.)
+Models: tensorrt_llm (the engine), preprocessing / postprocessing / ensemble (raw text in and out,
+upstream's layout) and chat (decoupled streaming: the chat format of the model's family, exact Japanese
+streaming, stop words, multi-turn). The tokenizer is copied in.
+
+--engine DIR (tensorrtllm backend): the engine `swallow-trt build` wrote. max_batch_size never exceeds
+the engine's, chunked context is on only when the engine has paged context FMHA, gpu_device_ids cover
+its ranks, KV-cache fraction and scheduler come from --target's profile. The tokenizer and the model's
+family are found through the engine's manifests (--tokenizer overrides).
+
+--model ID|DIR (reference backend): a Python-backend tensorrt_llm model with the same tensor contract,
+running transformers on the HF checkpoint (CPU or GPU): the whole repository runs on a real Triton
+server without TensorRT-LLM (CI, trying the pipeline, the CPU quickstart).
 
 Examples:
 
-  swallow-trt package --model ./Tiny-Swallow --backend reference --out repo
+  swallow-trt package --engine engines/Llama-3.1-Swallow-70B-Instruct-v0.3/fp8-tp4/engine --target h100x4 --out repo
 
-  swallow-trt package --model tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3 --backend reference --out repo --json
+  swallow-trt package --model ./Tiny-Swallow --out repo --json
 """
 
 
 @guarded
 def package(
-    model: ModelOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="Repository directory to create.")],
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="Engine directory (tensorrtllm backend).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="HF checkpoint id or directory (reference backend).")
+    ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="reference (tensorrtllm: not yet).")
-    ] = "reference",
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Requests batched per step.")] = 8,
-    max_input_len: Annotated[int, typer.Option("--max-input-len", help="Longest prompt, tokens.")] = 2048,
+        str | None,
+        typer.Option("--backend", help="tensorrtllm (with --engine) or reference (with --model)."),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option("--tokenizer", help="Tokenizer directory (default: the model's).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Profile for KV fraction and scheduler policy.")
+    ] = None,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option("--max-batch-size", help="Requests in flight (default: engine's; reference 8)."),
+    ] = None,
+    max_input_len: Annotated[
+        int, typer.Option("--max-input-len", help="Longest prompt, tokens (reference backend).")
+    ] = 2048,
     max_tokens: Annotated[
         int, typer.Option("--default-max-tokens", help="Output tokens when a request names none.")
     ] = 256,
+    instances: Annotated[
+        int, typer.Option("--instances", help="Instances of the Python pre/post/chat models.")
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
-    from swallow_trt.quantize.checkpoint import fetch_checkpoint
-    from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT, resolve_model
-    from swallow_trt.triton_repo.repo import ReferenceRepoSpec, end_id_for, write_reference_repo
+    from swallow_trt.triton_repo.package import PackageRequest, package
 
-    if backend != "reference":
-        raise UsageError(f"--backend {backend!r} is not available in this version", "use --backend reference")
-    for flag, value in (
-        ("--max-batch-size", max_batch_size),
-        ("--max-input-len", max_input_len),
-        ("--default-max-tokens", max_tokens),
-    ):
-        if value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}", f"pass a positive {flag}")
-    resolved = resolve_model(model)
-    ckpt = fetch_checkpoint(resolved, None, False)
-    reg = resolved.registered
-    chat_format = reg.entry.chat_format if reg else "none"
-    stop_words = tuple(reg.entry.stop_words) if reg else ()
-    end_id = end_id_for(ckpt, stop_words)
-    spec = ReferenceRepoSpec(
-        checkpoint=ckpt,
-        chat_format=chat_format,
-        end_id=end_id,
-        stop_words=stop_words,
-        system_prompt=(reg.entry.system_prompt or (DEFAULT_SYSTEM_PROMPT if chat_format != "none" else None))
-        if reg
-        else None,
-        max_batch_size=max_batch_size,
-        max_input_len=max_input_len,
-        default_max_tokens=max_tokens,
-    )
-    repo = write_reference_repo(spec, out_dir)
-    if as_json:
-        emit_json(
-            {
-                "repo": str(repo),
-                "backend": backend,
-                "models": ["tensorrt_llm", "chat"],
-                "chat_format": chat_format,
-            }
+    wanted = {"tensorrtllm": engine, "reference": model}
+    if backend is not None and (backend not in wanted or wanted[backend] is None):
+        raise UsageError(
+            f"--backend {backend!r} needs {'--engine' if backend == 'tensorrtllm' else '--model'}"
+            if backend in wanted
+            else f"unknown --backend {backend!r}",
+            "use --backend tensorrtllm with --engine DIR, or --backend reference with --model ID|DIR",
         )
-    else:
-        out(f"wrote {repo}: tensorrt_llm (reference backend on {ckpt}) + chat ({chat_format} format)")
-        out(f"next: swallow-trt serve --repo {repo}")
+    result = package(
+        PackageRequest(
+            out=out_dir,
+            model=model,
+            engine=engine,
+            tokenizer=tokenizer,
+            target=target,
+            max_batch_size=max_batch_size,
+            max_input_len=max_input_len,
+            default_max_tokens=max_tokens,
+            instances=instances,
+        )
+    )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    spec = result.spec
+    what = f"engine {spec.engine.engine_dir}" if spec.engine else f"reference backend on {spec.checkpoint}"
+    out(f"wrote {result.repo}: tensorrt_llm ({what}), preprocessing, postprocessing, ensemble, chat")
+    out(f"  chat format {spec.chat_format}, end_id {spec.end_id}, max_batch_size {spec.max_batch_size}")
+    out(f"next: swallow-trt serve --repo {result.repo}")

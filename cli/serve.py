@@ -15,8 +15,10 @@ from swallow_trt.cli.output import emit_json, guarded, out
 HELP = """Serve a model repository with Triton, print the endpoints, and stop cleanly on Ctrl-C / SIGTERM.
 
 Binds 127.0.0.1 unless --host says otherwise. A reference repository runs on the Triton server inside
-the nvidia-pytriton wheel (no system tritonserver needed). (Engines with the tensorrtllm backend, one
-rank per GPU under mpirun, are not in this version yet.)
+the nvidia-pytriton wheel (no system tritonserver needed). An engine repository (tensorrtllm backend)
+runs on the system tritonserver of the Triton TensorRT-LLM image, one rank per GPU under mpirun (world
+size from the engine), after checking that the engine was built with this TensorRT-LLM/TensorRT and
+for this GPU's SM.
 
 Examples:
 
@@ -45,12 +47,9 @@ def serve(
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
-    from swallow_trt.triton_repo.server import TritonServer
+    from swallow_trt.triton_repo.launch import inspect_repo, server_for
 
-    if not repo.is_dir() or not any(repo.glob("*/config.pbtxt")):
-        raise UsageError(
-            f"{repo} is not a model repository (no */config.pbtxt)", "create one with `swallow-trt package`"
-        )
+    info = inspect_repo(repo)
     for flag, port in (
         ("--http-port", http_port),
         ("--grpc-port", grpc_port),
@@ -65,9 +64,7 @@ def serve(
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
-    server = TritonServer(
-        repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
-    )
+    server = server_for(info, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start(timeout_s=ready_timeout)

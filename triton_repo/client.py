@@ -17,9 +17,13 @@ def stream_chat(
     max_tokens: int | None = None,
     system_prompt: str | None = None,
     stop: list[str] | None = None,
+    history: list[tuple[str, str]] | None = None,
     timeout_s: float = 300.0,
 ) -> Iterator[str]:
-    """Yield text pieces as the server streams them; raise StageFailed on an error response."""
+    """Yield text pieces as the server streams them; raise StageFailed on an error response.
+    ``history``: earlier turns, oldest first, as (role, content) with role "user" or "assistant"."""
+    import json
+
     import numpy as np
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -44,6 +48,9 @@ def stream_chat(
         inputs.append(tensor("max_tokens", [max_tokens], "INT32", np.int32))
     if system_prompt is not None:
         inputs.append(tensor("system_prompt", [system_prompt.encode("utf-8")], "BYTES", object))
+    if history:
+        turns = [{"role": role, "content": content} for role, content in history]
+        inputs.append(tensor("history", [json.dumps(turns, ensure_ascii=False).encode()], "BYTES", object))
     if stop:
         inputs.append(tensor("stop", [s.encode("utf-8") for s in stop], "BYTES", object))
     callback: Callable[[Any, Any], None] = lambda result, error: results.put((result, error))  # noqa: E731
@@ -60,8 +67,9 @@ def stream_chat(
             if error is not None:
                 raise StageFailed(f"{model} answered with an error: {error}", "check the request")
             out = result.as_numpy("text_output")
-            if out is not None:
-                yield out.reshape(-1)[0].decode("utf-8")
+            piece = out.reshape(-1)[0].decode("utf-8") if out is not None else ""
+            if piece:
+                yield piece
             if result.get_response().parameters["triton_final_response"].bool_param:
                 return
     finally:

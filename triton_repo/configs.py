@@ -142,25 +142,125 @@ def from_pbtxt(text: str) -> Any:
     return text_format.Parse(text, mc.ModelConfig())
 
 
-def chat_config(parameters: dict[str, Any], name: str = "chat") -> Any:
-    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped."""
+TensorSpec = tuple[str, str, list[int], bool]  # name, data type, dims, optional (inputs only)
+
+CHAT_INPUTS: list[TensorSpec] = [
+    ("text_input", "TYPE_STRING", [1], False),
+    ("max_tokens", "TYPE_INT32", [1], True),
+    ("min_tokens", "TYPE_INT32", [1], True),
+    ("ignore_eos", "TYPE_BOOL", [1], True),
+    ("system_prompt", "TYPE_STRING", [1], True),
+    ("history", "TYPE_STRING", [1], True),
+    ("stop", "TYPE_STRING", [-1], True),
+]
+CHAT_OUTPUTS: list[TensorSpec] = [
+    ("text_output", "TYPE_STRING", [1], False),
+    ("num_output_tokens", "TYPE_INT32", [1], False),
+]
+ENSEMBLE_INPUTS: list[TensorSpec] = [
+    ("text_input", "TYPE_STRING", [1], False),
+    ("max_tokens", "TYPE_INT32", [1], True),
+    ("min_tokens", "TYPE_INT32", [1], True),
+    ("end_id", "TYPE_INT32", [1], True),
+    ("stop_words", "TYPE_STRING", [-1], True),
+]
+PREPROCESSING_OUTPUTS: list[TensorSpec] = [
+    ("input_ids", "TYPE_INT32", [-1], False),
+    ("input_lengths", "TYPE_INT32", [1], False),
+    ("request_output_len", "TYPE_INT32", [1], False),
+    ("end_id", "TYPE_INT32", [1], False),
+    ("min_tokens", "TYPE_INT32", [1], False),
+    ("stop_words_list", "TYPE_INT32", [2, -1], False),
+]
+POSTPROCESSING_INPUTS: list[TensorSpec] = [
+    ("output_ids", "TYPE_INT32", [-1, -1], False),
+    ("sequence_length", "TYPE_INT32", [-1], False),
+]
+TEXT_OUTPUT: list[TensorSpec] = [("text_output", "TYPE_STRING", [-1], False)]
+
+
+def python_model_config(
+    name: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    parameters: dict[str, Any],
+    *,
+    max_batch_size: int = 0,
+    decoupled: bool = False,
+    instances: int = 1,
+) -> Any:
+    """A Python-backend model of the repository (chat, preprocessing, postprocessing)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    config = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
-    config.model_transaction_policy.decoupled = True
-    for tensor, dtype, dims, optional in (
-        ("text_input", "TYPE_STRING", [1], False),
-        ("max_tokens", "TYPE_INT32", [1], True),
-        ("system_prompt", "TYPE_STRING", [1], True),
-        ("stop", "TYPE_STRING", [-1], True),
-    ):
-        i = config.input.add(name=tensor, data_type=mc.DataType.Value(dtype), optional=optional)
-        i.dims.extend(dims)
-    o = config.output.add(name="text_output", data_type=mc.TYPE_STRING)
-    o.dims.extend([1])
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    if decoupled:
+        config.model_transaction_policy.decoupled = True
+    _tensors(config, inputs, outputs)
     group = config.instance_group.add()
-    group.count = 1
+    group.count = instances
     group.kind = mc.ModelInstanceGroup.KIND_CPU
     for key, value in parameters.items():
         _param(config, key, value)
+    return config
+
+
+def _tensors(config: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    for tensor, dtype, dims, optional in inputs:
+        i = config.input.add(name=tensor, data_type=mc.DataType.Value(dtype), optional=optional)
+        i.dims.extend(dims)
+    for tensor, dtype, dims, _ in outputs:
+        o = config.output.add(name=tensor, data_type=mc.DataType.Value(dtype))
+        o.dims.extend(dims)
+
+
+def chat_config(parameters: dict[str, Any], name: str = "chat") -> Any:
+    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped."""
+    return python_model_config(name, CHAT_INPUTS, CHAT_OUTPUTS, parameters, decoupled=True)
+
+
+def preprocessing_config(parameters: dict[str, Any], max_batch_size: int, instances: int = 1) -> Any:
+    inputs = [(n, t, d, o) for n, t, d, o in ENSEMBLE_INPUTS]
+    return python_model_config(
+        "preprocessing", inputs, PREPROCESSING_OUTPUTS, parameters, max_batch_size=max_batch_size,
+        instances=instances,
+    )  # fmt: skip
+
+
+def postprocessing_config(parameters: dict[str, Any], max_batch_size: int, instances: int = 1) -> Any:
+    return python_model_config(
+        "postprocessing", POSTPROCESSING_INPUTS, TEXT_OUTPUT, parameters, max_batch_size=max_batch_size,
+        instances=instances,
+    )  # fmt: skip
+
+
+def ensemble_config(max_batch_size: int, llm: str = "tensorrt_llm") -> Any:
+    """text -> preprocessing -> tensorrt_llm -> postprocessing -> text. ``stream`` (BOOL) is passed to
+    ``tensorrt_llm``'s ``streaming``; ``output_ids`` and ``sequence_length`` come straight from it."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = mc.ModelConfig(name="ensemble", platform="ensemble", max_batch_size=max_batch_size)
+    _tensors(
+        config,
+        [*ENSEMBLE_INPUTS, ("stream", "TYPE_BOOL", [1], True)],
+        [*TEXT_OUTPUT, *POSTPROCESSING_INPUTS],
+    )
+    pre = [n for n, *_ in PREPROCESSING_OUTPUTS]
+    steps: list[tuple[str, dict[str, str], dict[str, str]]] = [
+        ("preprocessing", {n: n for n, *_ in ENSEMBLE_INPUTS}, {n: f"_{n}" for n in pre}),
+        (
+            llm,
+            {**{n: f"_{n}" for n in pre}, "streaming": "stream"},
+            {"output_ids": "output_ids", "sequence_length": "sequence_length"},
+        ),
+        ("postprocessing", {"output_ids": "output_ids", "sequence_length": "sequence_length"},
+         {"text_output": "text_output"}),
+    ]  # fmt: skip
+    for model, input_map, output_map in steps:
+        step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+        for k, v in input_map.items():
+            step.input_map[k] = v
+        for k, v in output_map.items():
+            step.output_map[k] = v
     return config

@@ -1,24 +1,54 @@
 """Write a Triton model repository, atomically: configs from ModelConfig messages, the Python-backend
-models shipped in ``triton_repo/models``, and the tokenizer files copied in (self-contained)."""
+models shipped in ``triton_repo/models``, and the tokenizer files copied in (self-contained).
+
+Models: ``tensorrt_llm`` (the TensorRT-LLM C++ backend on an engine, or the reference backend on the HF
+checkpoint; one tensor contract), ``preprocessing`` / ``postprocessing`` / ``ensemble`` (text in, text
+out, raw prompts, upstream's layout) and ``chat`` (decoupled BLS: chat format, exact Japanese streaming,
+stops, multi-turn).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from swallow_trt.errors import UsageError
-from swallow_trt.triton_repo.configs import TrtllmModelSettings, chat_config, tensorrt_llm_config, to_pbtxt
+from swallow_trt.triton_repo.configs import (
+    TrtllmModelSettings,
+    chat_config,
+    ensemble_config,
+    postprocessing_config,
+    preprocessing_config,
+    tensorrt_llm_config,
+    to_pbtxt,
+)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+MODEL_NAMES = ("tensorrt_llm", "preprocessing", "postprocessing", "ensemble", "chat")
 
 
 @dataclass(frozen=True)
-class ReferenceRepoSpec:
-    checkpoint: Path  # HF checkpoint the reference backend serves
+class EngineSettings:
+    """What the ``tensorrt_llm`` model takes from a built engine (manifest + config.json) and the profile."""
+
+    engine_dir: Path
+    max_batch_size: int
+    max_input_len: int
+    world_size: int
+    paged_context_fmha: bool
+    kv_cache_free_gpu_mem_fraction: float = 0.9
+    batch_scheduler_policy: str = "guaranteed_no_evict"
+    enable_chunked_context: bool = False
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    checkpoint: Path  # HF checkpoint: its tokenizer; the weights the reference backend serves
     chat_format: str
     end_id: int | None
     stop_words: tuple[str, ...] = ()
@@ -26,6 +56,13 @@ class ReferenceRepoSpec:
     max_batch_size: int = 8
     max_input_len: int = 2048
     default_max_tokens: int = 256
+    engine: EngineSettings | None = None  # set: the tensorrtllm backend on this engine
+    instances: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return "reference" if self.engine is None else "tensorrtllm"
 
 
 def end_id_for(checkpoint: Path, stop_words: tuple[str, ...]) -> int | None:
@@ -42,53 +79,169 @@ def end_id_for(checkpoint: Path, stop_words: tuple[str, ...]) -> int | None:
     return int(eos) if isinstance(eos, int) else None
 
 
-def _write_model(root: Path, name: str, config_text: str, model_source: Path) -> None:
+def read_engine(
+    engine_dir: Path,
+    *,
+    kv_cache_free_gpu_mem_fraction: float = 0.9,
+    batch_scheduler_policy: str = "guaranteed_no_evict",
+    enable_chunked_context: bool | None = None,
+) -> tuple[EngineSettings, dict[str, Any]]:
+    """The engine's limits from its config.json (trtllm-build's build_config and mapping) and its stage
+    manifest. Chunked context needs paged context FMHA in the engine: asked for without it, refused;
+    not asked (None), on exactly when the engine has it."""
+    engine_dir = engine_dir.absolute()
+    config_path = engine_dir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(
+            f"{engine_dir} is not a TensorRT-LLM engine directory (no config.json)",
+            "pass the engine directory that `swallow-trt build` printed",
+        )
+    try:
+        config = json.loads(config_path.read_text())
+        build = config["build_config"]
+        mapping = config["pretrained_config"]["mapping"]
+        world = int(
+            mapping.get("world_size") or int(mapping.get("tp_size", 1)) * int(mapping.get("pp_size", 1))
+        )
+        max_batch = int(build["max_batch_size"])
+        max_input = int(build["max_input_len"])
+        plugin = build.get("plugin_config") or {}
+        paged_ctx = bool(plugin.get("use_paged_context_fmha", False))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(
+            f"{config_path} is not a TensorRT-LLM engine config ({type(exc).__name__}: {exc})",
+            "rebuild the engine with `swallow-trt build`",
+        ) from None
+    missing = [f"rank{r}.engine" for r in range(world) if not (engine_dir / f"rank{r}.engine").is_file()]
+    if missing:
+        raise UsageError(
+            f"{engine_dir} lacks {', '.join(missing)} for its world size {world}", "rebuild the engine"
+        )
+    manifest_path = engine_dir / "manifest.json"
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if enable_chunked_context and not paged_ctx:
+        raise UsageError(
+            "chunked context needs an engine built with paged context FMHA (use_paged_context_fmha)",
+            "rebuild with a profile that sets build.use_paged_context_fmha: true, or leave chunked context off",
+        )
+    settings = EngineSettings(
+        engine_dir=engine_dir,
+        max_batch_size=max_batch,
+        max_input_len=max_input,
+        world_size=world,
+        paged_context_fmha=paged_ctx,
+        kv_cache_free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
+        batch_scheduler_policy=batch_scheduler_policy,
+        enable_chunked_context=paged_ctx if enable_chunked_context is None else enable_chunked_context,
+    )
+    return settings, manifest
+
+
+def _write_model(root: Path, name: str, config: Any, model_source: Path | None) -> None:
     (root / name / "1").mkdir(parents=True, exist_ok=True)
-    (root / name / "config.pbtxt").write_text(config_text, encoding="utf-8")
-    shutil.copyfile(model_source, root / name / "1" / "model.py")
+    (root / name / "config.pbtxt").write_text(to_pbtxt(config), encoding="utf-8")
+    if model_source is not None:
+        shutil.copyfile(model_source, root / name / "1" / "model.py")
 
 
-def write_reference_repo(spec: ReferenceRepoSpec, out: Path) -> Path:
-    """``tensorrt_llm`` (reference backend, the C++ backend's contract) + ``chat`` (streaming BLS) + tokenizer."""
-    ckpt = spec.checkpoint.resolve()
-    if not (ckpt / "config.json").is_file():
+def _llm_config(spec: RepoSpec) -> Any:
+    e = spec.engine
+    if e is None:
+        return tensorrt_llm_config(
+            TrtllmModelSettings(
+                engine_dir=str(spec.checkpoint.absolute()),
+                max_batch_size=spec.max_batch_size,
+                backend="python",
+                instances=spec.instances,
+            ),
+            reference_parameters={"max_input_len": spec.max_input_len},
+        )
+    if spec.max_batch_size > e.max_batch_size:
+        raise UsageError(
+            f"--max-batch-size {spec.max_batch_size} exceeds the engine's max_batch_size {e.max_batch_size}",
+            f"pass --max-batch-size {e.max_batch_size} or less, or rebuild the engine",
+        )
+    return tensorrt_llm_config(
+        TrtllmModelSettings(
+            engine_dir=str(e.engine_dir),
+            max_batch_size=spec.max_batch_size,
+            kv_cache_free_gpu_mem_fraction=e.kv_cache_free_gpu_mem_fraction,
+            batch_scheduler_policy=e.batch_scheduler_policy,
+            enable_chunked_context=e.enable_chunked_context,
+            gpu_device_ids=tuple(range(e.world_size)) if e.world_size > 1 else (),
+        )
+    )
+
+
+def write_repo(spec: RepoSpec, out: Path) -> Path:
+    """The five models and the tokenizer, written to a temporary sibling and renamed into place."""
+    ckpt = spec.checkpoint.absolute()
+    if spec.engine is None and not (ckpt / "config.json").is_file():
         raise UsageError(
             f"{ckpt} is not a Hugging Face checkpoint (no config.json)", "pass the checkpoint directory"
         )
     tok_files = [ckpt / f for f in TOKENIZER_FILES if (ckpt / f).is_file()]
     if not tok_files:
-        raise UsageError(f"{ckpt} has no tokenizer files", "copy the model's tokenizer into the checkpoint")
+        raise UsageError(f"{ckpt} has no tokenizer files", "pass --tokenizer DIR with the model's tokenizer")
+    for flag, value in (
+        ("--max-batch-size", spec.max_batch_size),
+        ("--max-input-len", spec.max_input_len),
+        ("--default-max-tokens", spec.default_max_tokens),
+        ("--instances", spec.instances),
+    ):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}", f"pass a positive {flag}")
     out = out.absolute()
     if out.exists():
         raise UsageError(f"{out} already exists", "choose another --out or remove it")
+    llm = _llm_config(spec)  # validates against the engine before anything is written
     temp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:
-        # Inside the chat model's directory (Triton ignores non-numeric subdirectories there; a
-        # top-level folder would be taken for a model).
+        # Inside the chat model's directory: Triton ignores non-numeric subdirectories of a model, and
+        # would take a top-level folder for a model.
         tokenizer_dir = out / "chat" / "tokenizer"
         (temp / "chat" / "tokenizer").mkdir(parents=True)
         for f in tok_files:
             shutil.copyfile(f, temp / "chat" / "tokenizer" / f.name)
-        llm = tensorrt_llm_config(
-            TrtllmModelSettings(engine_dir=str(ckpt), max_batch_size=spec.max_batch_size, backend="python"),
-            reference_parameters={"max_input_len": spec.max_input_len},
+        reference = spec.engine is None
+        _write_model(
+            temp,
+            "tensorrt_llm",
+            llm,
+            MODELS_DIR / "tensorrt_llm_reference" / "model.py" if reference else None,
         )
-        _write_model(temp, "tensorrt_llm", to_pbtxt(llm), MODELS_DIR / "tensorrt_llm_reference" / "model.py")
-        chat = chat_config(
-            {
-                "tokenizer_dir": str(tokenizer_dir),
-                "chat_format": spec.chat_format,
-                "end_id": "" if spec.end_id is None else spec.end_id,
-                "stop_words": json.dumps(list(spec.stop_words), ensure_ascii=False),
-                "system_prompt": spec.system_prompt or "",
-                "max_input_len": spec.max_input_len,
-                "default_max_tokens": spec.default_max_tokens,
-                "llm_model": "tensorrt_llm",
-            }
+        max_input_len = spec.engine.max_input_len if spec.engine is not None else spec.max_input_len
+        text_params = {
+            "tokenizer_dir": str(tokenizer_dir),
+            "chat_format": spec.chat_format,
+            "end_id": "" if spec.end_id is None else spec.end_id,
+            "stop_words": json.dumps(list(spec.stop_words), ensure_ascii=False),
+            "system_prompt": spec.system_prompt or "",
+            "max_input_len": max_input_len,
+            "default_max_tokens": spec.default_max_tokens,
+        }
+        _write_model(
+            temp,
+            "chat",
+            chat_config({**text_params, "llm_model": "tensorrt_llm"}),
+            MODELS_DIR / "chat" / "model.py",
         )
-        _write_model(temp, "chat", to_pbtxt(chat), MODELS_DIR / "chat" / "model.py")
+        _write_model(
+            temp,
+            "preprocessing",
+            preprocessing_config(text_params, spec.max_batch_size, spec.instances),
+            MODELS_DIR / "preprocessing" / "model.py",
+        )
+        _write_model(
+            temp,
+            "postprocessing",
+            postprocessing_config({"tokenizer_dir": str(tokenizer_dir)}, spec.max_batch_size, spec.instances),
+            MODELS_DIR / "postprocessing" / "model.py",
+        )
+        _write_model(temp, "ensemble", ensemble_config(spec.max_batch_size), None)
+        (temp / "ensemble" / "1" / ".keep").touch()
         os.replace(temp, out)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)

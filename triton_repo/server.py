@@ -309,6 +309,8 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         install: TritonInstall | None = None,
         exit_timeout_s: int = 5,
+        world_size: int = 1,
+        mpirun: str | None = None,
     ) -> None:
         self.repo = Path(repo).resolve()
         self.host = host
@@ -317,6 +319,8 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.install = install
         self.exit_timeout_s = exit_timeout_s
+        self.world_size = world_size
+        self.mpirun = mpirun or "mpirun"
         self.shm_prefix = f"swtrt{os.getpid()}x{secrets.token_hex(4)}"  # unique: marks this server's stubs
         if log_path is None:
             log_path = load_settings().home / "triton-logs" / f"tritonserver-{self.shm_prefix}.log"
@@ -365,8 +369,21 @@ class TritonServer:
     def command(self) -> list[str]:
         install = self.install or find_tritonserver()
         self.install = install
+        if self.world_size == 1:
+            return self._rank_argv(install, 0)
+        # The TensorRT-LLM backend's leader mode: one tritonserver per rank under MPI, each with its own
+        # Python-backend shared-memory prefix; ranks above 0 load only the engine model.
+        argv = [self.mpirun, "--allow-run-as-root"]
+        for rank in range(self.world_size):
+            argv += ["-n", "1", *self._rank_argv(install, rank), ":"]
+        return argv[:-1]
+
+    def _rank_argv(self, install: TritonInstall, rank: int) -> list[str]:
+        prefix = self.shm_prefix if rank == 0 else f"{self.shm_prefix}r{rank}"
+        only_llm = ["--model-control-mode=explicit", "--load-model=tensorrt_llm"] if rank else []
         return [
             str(install.binary),
+            *only_llm,
             f"--model-repository={self.repo}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
@@ -378,7 +395,7 @@ class TritonServer:
             "--log-verbose=0",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--backend-directory={install.backend_dir}",
-            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={prefix}",
             *self.extra_args,
         ]
 

@@ -91,7 +91,7 @@ def test_build_success_then_cache_hits(ckpt: Path, tmp_path: Path) -> None:
     assert manifest["environment"]["tensorrt_llm"] == "1.2.1"
     assert manifest["environment"]["tensorrt"] == "10.13.3.9"
     assert manifest["gpu"] == {"name": "NVIDIA H100 80GB HBM3", "sm": 90, "count": 4}
-    assert manifest["build_config"]["max_batch_size"] == "256"
+    assert manifest["build_config"]["max_batch_size"] == 256
     assert manifest["command"][0].endswith("trtllm-build")
     assert manifest["command"][manifest["command"].index("--output_dir") + 1] == str(engine)
     assert (engine / "trtllm-build.log").is_file()
@@ -113,6 +113,30 @@ def test_build_success_then_cache_hits(ckpt: Path, tmp_path: Path) -> None:
     assert third["checkpoint"]["cached"] is True
     assert third["engine"]["cached"] is False
     assert recorded(record)[-1][recorded(record)[-1].index("--max_batch_size") + 1] == "64"
+
+    # The engine packaged for the tensorrtllm backend: limits from the engine, the tokenizer found
+    # through the engine's and the checkpoint's manifests.
+    repo = tmp_path / "repo"
+    packaged = run(
+        ["package", "--engine", str(engine), "--target", "h100x4", "--out", str(repo), "--json"], tmp_path
+    )
+    assert packaged.returncode == 0, packaged.stderr
+    info = json.loads(packaged.stdout)
+    assert info["backend"] == "tensorrtllm"
+    assert info["engine"]["world_size"] == 2
+    assert info["max_batch_size"] == 64
+    assert info["engine"]["enable_chunked_context"] is True  # h100x4 builds with paged context FMHA
+    assert (repo / "chat" / "tokenizer" / "tokenizer.json").is_file()
+    too_many = run(
+        ["package", "--engine", str(engine), "--max-batch-size", "65", "--out", str(tmp_path / "r2")],
+        tmp_path,
+    )
+    assert too_many.returncode == 2
+    assert "exceeds the engine's max_batch_size 64" in too_many.stderr
+    # No Triton with the tensorrtllm backend on this machine: serve says so before starting anything.
+    served = run(["serve", "--repo", str(repo)], tmp_path)
+    assert served.returncode == 3
+    assert "needs a tritonserver with the tensorrtllm backend" in served.stderr
 
 
 def test_build_failure_shows_command_and_log_tail(ckpt: Path, tmp_path: Path) -> None:

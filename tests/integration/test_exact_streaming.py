@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 from swallow_trt.triton_repo.chat import Message, adds_bos, render
 from swallow_trt.triton_repo.client import stream_chat
-from swallow_trt.triton_repo.repo import ReferenceRepoSpec, write_reference_repo
+from swallow_trt.triton_repo.repo import RepoSpec, write_repo
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes
 from tests.fixtures.tiny import japanese_paragraphs, make_checkpoint, make_tokenizer
 
@@ -28,8 +28,8 @@ N = 300
 def test_streamed_text_equals_source(tmp_path: Path, kind: str, chat_format: str) -> None:
     tok = make_tokenizer(kind)
     ckpt = make_checkpoint(tmp_path / "ckpt", kind, vocab_size=max(len(tok), 4096))
-    repo = write_reference_repo(
-        ReferenceRepoSpec(checkpoint=ckpt, chat_format=chat_format, end_id=None, max_input_len=4096),
+    repo = write_repo(
+        RepoSpec(checkpoint=ckpt, chat_format=chat_format, end_id=None, max_input_len=4096),
         tmp_path / "repo",
     )
     paragraphs = japanese_paragraphs()[:N]

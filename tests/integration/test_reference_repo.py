@@ -1,10 +1,13 @@
-"""A reference repository (tensorrt_llm reference backend + streaming chat BLS) on the real Triton
-server: Japanese streamed over gRPC equals the full decode of the same greedy tokens, with no U+FFFD;
-stop words end the text and are not in it; bad requests get error responses while the server stays up."""
+"""A reference repository (tensorrt_llm reference backend, preprocessing/postprocessing/ensemble, streaming
+chat BLS) on the real Triton server: Japanese streamed over gRPC equals the full decode of the same greedy
+tokens, with no U+FFFD; stop words end the text and are not in it; the ensemble gives the same tokens;
+32 concurrent streams complete; clients that disconnect mid-stream stop their generation and nobody
+else's; bad requests get error responses while the server stays up."""
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ pytest.importorskip("tritonclient.grpc")
 torch = pytest.importorskip("torch")
 
 from swallow_trt.triton_repo.chat import Message, adds_bos, render  # noqa: E402
-from swallow_trt.triton_repo.repo import ReferenceRepoSpec, write_reference_repo  # noqa: E402
+from swallow_trt.triton_repo.repo import RepoSpec, write_repo  # noqa: E402
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer  # noqa: E402
 
@@ -33,9 +36,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonSer
     # decode to text (mostly Japanese pieces, many of them partial UTF-8 sequences).
     ckpt = make_checkpoint(root / "Tiny-Swallow", "llama31", vocab_size=len(make_tokenizer("llama31")))
     tok = AutoTokenizer.from_pretrained(ckpt)
-    spec = ReferenceRepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=tok.convert_tokens_to_ids("<|eot_id|>"),
-                             max_input_len=256)  # fmt: skip
-    repo = write_reference_repo(spec, root / "repo")
+    spec = RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=tok.convert_tokens_to_ids("<|eot_id|>"),
+                             max_input_len=256, max_batch_size=32)  # fmt: skip
+    repo = write_repo(spec, root / "repo")
     server = TritonServer(repo, log_path=root / "server.log")
     server.start(timeout_s=240)
     try:
@@ -45,20 +48,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonSer
         assert leftover_processes(server) == []
 
 
-def expected_text(ckpt: Path, prompt: str) -> str:
-    """What greedy decoding of the same model gives, decoded in one go (the ground truth)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def greedy_ids(ckpt: Path, ids: list[int], eot: int | None, max_tokens: int = MAX_TOKENS) -> list[int]:
+    """Greedy decoding of the same model with transformers (the ground truth)."""
+    from transformers import AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(ckpt)
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
-    text = render("llama3", [Message("user", prompt)], default_system=None)
-    ids = tok.encode(text, add_special_tokens=adds_bos("llama3"))
-    eot = tok.convert_tokens_to_ids("<|eot_id|>")
     out: list[int] = []
     x = torch.tensor([ids])
     past = None
     with torch.inference_mode():
-        for _ in range(MAX_TOKENS):
+        for _ in range(max_tokens):
             o = model(input_ids=x, past_key_values=past, use_cache=True)
             past = o.past_key_values
             t = int(o.logits[0, -1].argmax())
@@ -66,7 +65,19 @@ def expected_text(ckpt: Path, prompt: str) -> str:
                 break
             out.append(t)
             x = torch.tensor([[t]])
-    decoded: str = tok.decode(out, skip_special_tokens=True)
+    return out
+
+
+def expected_text(ckpt: Path, prompt: str, history: tuple[tuple[str, str], ...] = ()) -> str:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    turns = [Message(role, content) for role, content in history]  # type: ignore[arg-type]
+    text = render("llama3", [*turns, Message("user", prompt)], default_system=None)
+    ids = tok.encode(text, add_special_tokens=adds_bos("llama3"))
+    decoded: str = tok.decode(
+        greedy_ids(ckpt, ids, tok.convert_tokens_to_ids("<|eot_id|>")), skip_special_tokens=True
+    )
     return decoded
 
 
@@ -110,8 +121,8 @@ def test_models_ready(served: tuple[TritonServer, Path]) -> None:
 
     server, _ = served
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    assert client.is_model_ready("tensorrt_llm")
-    assert client.is_model_ready("chat")
+    for name in ("tensorrt_llm", "preprocessing", "postprocessing", "ensemble", "chat"):
+        assert client.is_model_ready(name), name
 
 
 def test_streamed_japanese_equals_full_decode(served: tuple[TritonServer, Path]) -> None:
@@ -158,3 +169,144 @@ def test_bad_requests_get_errors_and_the_server_stays_up(
     ok, errs = stream_chat(server, PROMPT.encode(), max_tokens=4)
     assert errs == []
     assert ok
+
+
+def test_multi_turn_chat_sees_earlier_turns(served: tuple[TritonServer, Path]) -> None:
+    from swallow_trt.triton_repo.client import stream_chat as client_stream
+
+    server, ckpt = served
+    history = (("user", "こんにちは"), ("assistant", "こんにちは！ご用件は？"))
+    got = "".join(client_stream(server.grpc_url, PROMPT, max_tokens=MAX_TOKENS, history=list(history)))
+    assert got == expected_text(ckpt, PROMPT, history)
+    assert got != expected_text(ckpt, PROMPT)  # the earlier turns changed the prompt
+
+
+def ensemble_call(server: TritonServer, text: str, stream: bool, **ints: int) -> list[tuple[str, list[int]]]:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    def tensor(name: str, value: Any, dtype: str, np_dtype: Any) -> Any:
+        t = grpcclient.InferInput(name, [1, 1], dtype)
+        t.set_data_from_numpy(np.array([[value]], dtype=np_dtype))
+        return t
+
+    inputs = [tensor("text_input", text.encode(), "BYTES", object), tensor("stream", stream, "BOOL", bool)]
+    inputs += [tensor(k, v, "INT32", np.int32) for k, v in ints.items()]
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    client.async_stream_infer("ensemble", inputs, enable_empty_final_response=True)
+    out = []
+    while True:
+        result, error = results.get(timeout=120)
+        assert error is None, error
+        text_out = result.as_numpy("text_output")
+        if text_out is not None:
+            ids = result.as_numpy("output_ids").reshape(-1).tolist()
+            assert result.as_numpy("sequence_length").reshape(-1).tolist() == [len(ids)]
+            out.append((text_out.reshape(-1)[0].decode(), ids))
+        if result.get_response().parameters["triton_final_response"].bool_param:
+            break
+    client.stop_stream()
+    client.close()
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ensemble_matches_greedy_decoding(served: tuple[TritonServer, Path], stream: bool) -> None:
+    from transformers import AutoTokenizer
+
+    server, ckpt = served
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    raw = "富士山の高さは"
+    want = greedy_ids(ckpt, tok.encode(raw), tok.convert_tokens_to_ids("<|eot_id|>"), 12)
+    got = ensemble_call(server, raw, stream, max_tokens=12)
+    assert [t for _, ids in got for t in ids] == want
+    assert len(got) == (len(want) if stream else 1)
+    if not stream:
+        assert got[0][0] == tok.decode(want, skip_special_tokens=True)
+    # Output length forced: no end token, at least min_tokens (how the profiler makes runs comparable).
+    forced = ensemble_call(server, raw, False, max_tokens=20, min_tokens=20, end_id=-1)
+    assert len(forced[0][1]) == 20
+
+
+def test_32_concurrent_streams(served: tuple[TritonServer, Path]) -> None:
+    server, ckpt = served
+    want = expected_text(ckpt, PROMPT)
+    results: list[Any] = [None] * 32
+
+    def one(i: int) -> None:
+        try:
+            results[i] = stream_chat(server, PROMPT.encode(), max_tokens=MAX_TOKENS)
+        except Exception as exc:  # recorded, asserted below
+            results[i] = ([], [repr(exc)])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert all(r is not None for r in results)
+    assert [errs for _, errs in results] == [[]] * 32
+    assert {"".join(pieces) for pieces, _ in results} == {want}
+
+
+def test_disconnected_clients_stop_their_generation_only(served: tuple[TritonServer, Path]) -> None:
+    """Clients that go away after two pieces of a 2,000-token answer: their generation stops (the chat
+    model sends tensorrt_llm a stop request; the reference backend logs how far it got) while 16
+    other streams finish intact, and the server then serves as before."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    server, ckpt = served
+    want = expected_text(ckpt, PROMPT)
+    log_before = server.log_path.read_text(errors="replace")
+    quitters = 6
+
+    def quit_early() -> None:
+        got: queue.Queue[Any] = queue.Queue()
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        inputs = [
+            grpcclient.InferInput("text_input", [1], "BYTES"),
+            grpcclient.InferInput("max_tokens", [1], "INT32"),
+        ]
+        inputs[0].set_data_from_numpy(np.array([PROMPT.encode()], dtype=object))
+        inputs[1].set_data_from_numpy(np.array([2000], dtype=np.int32))
+        client.start_stream(callback=lambda result, error: got.put((result, error)))
+        client.async_stream_infer("chat", inputs, enable_empty_final_response=True)
+        for _ in range(2):
+            _, error = got.get(timeout=120)
+            assert error is None
+        client.stop_stream(cancel_requests=True)
+        client.close()
+
+    results: list[Any] = [None] * 16
+
+    def stay(i: int) -> None:
+        results[i] = stream_chat(server, PROMPT.encode(), max_tokens=MAX_TOKENS)
+
+    threads = [threading.Thread(target=quit_early) for _ in range(quitters)]
+    threads += [threading.Thread(target=stay, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert [errs for _, errs in results] == [[]] * 16
+    assert {"".join(pieces) for pieces, _ in results} == {want}
+    deadline = 60.0
+    import time
+
+    start = time.monotonic()
+    while True:
+        new = server.log_path.read_text(errors="replace")[len(log_before) :]
+        stopped = [line for line in new.splitlines() if "stopped after" in line and "of 2000 tokens" in line]
+        if len(stopped) >= quitters or time.monotonic() - start > deadline:
+            break
+        time.sleep(0.5)
+    assert len(stopped) == quitters, new[-2000:]
+    for line in stopped:
+        done = int(line.split("stopped after ")[1].split(" ")[0])
+        assert done < 1000, line  # stopped long before its 2,000 tokens
+    pieces, errors = stream_chat(server, PROMPT.encode(), max_tokens=MAX_TOKENS)
+    assert errors == []
+    assert "".join(pieces) == want

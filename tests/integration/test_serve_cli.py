@@ -97,4 +97,11 @@ def test_cli_refusals(tmp_path: Path) -> None:
         "package", "--model", "8b", "--backend", "tensorrtllm", "--out", str(tmp_path / "r"), home=tmp_path
     )
     assert engine.returncode == 2
-    assert "not available in this version" in engine.stderr
+    assert "--backend 'tensorrtllm' needs --engine" in engine.stderr
+    neither = cli("package", "--out", str(tmp_path / "r"), home=tmp_path)
+    assert neither.returncode == 2
+    assert "exactly one of --model" in neither.stderr
+    not_engine = cli("package", "--engine", str(tmp_path), "--out", str(tmp_path / "r"), home=tmp_path)
+    assert not_engine.returncode == 2
+    assert "not a TensorRT-LLM engine directory" in not_engine.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,16 +1,28 @@
 """``chat``: decoupled streaming chat model (Triton Python backend, BLS).
 
-Text in, text out, per request: render the Swallow family's chat format, tokenize with the model's own
-tokenizer, call ``tensorrt_llm`` (TensorRT-LLM engine or the reference backend; same contract) in
-streaming mode, and detokenise incrementally (exact for Japanese: no U+FFFD for characters split across
-tokens). Generation ends at the model's end token and at stop words, which are not in the output.
+Text in, text out, per request: render the Swallow family's chat format (with earlier turns, if given),
+tokenize with the model's own tokenizer, call ``tensorrt_llm`` (TensorRT-LLM engine or the reference
+backend; same contract) in streaming mode, and detokenise incrementally (exact for Japanese: no U+FFFD
+for characters split across tokens). Generation ends at the model's end token and at stop words, which
+are not in the output. Every response carries ``num_output_tokens``: the tokens generated so far.
+
+``execute`` hands each request to a thread pool (the BLS response iterator of this Triton release is
+blocking; ``async_exec(decoupled=True)`` returns the same blocking iterator), so up to ``max_streams``
+requests stream at once and the rest wait their turn. When a request ends before its
+generation does (a stop string seen in the text, or the client cancelled), the chat model sends
+``tensorrt_llm`` a ``stop`` request with the same request id, so the engine stops working for nobody.
 """
 
+import itertools
 import json
-import threading
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+CANCEL_CHECK_S = 0.05
 
 
 def _opt(request, name):
@@ -18,142 +30,142 @@ def _opt(request, name):
     return None if t is None else t.as_numpy()
 
 
-def _text(value, name):
-    raw = np.asarray(value).reshape(-1)[0]
-    if isinstance(raw, bytes):
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{name} is not valid UTF-8") from None
-    return str(raw)
-
-
-class StopFilter:
-    """Emits text up to the first stop string; holds back a tail that could still become one."""
-
-    def __init__(self, stops):
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text):
-        if self.stopped:
-            return ""
-        self.pending += text
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending, self.stopped = self.pending[:cut], "", True
-            return out
-        hold = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out) :]
-        return out
-
-    def close(self):
-        out, self.pending = ("" if self.stopped else self.pending), ""
-        return out
-
-
 class TritonPythonModel:
     def initialize(self, args):
-        from transformers import AutoTokenizer
+        from swallow_trt.triton_repo.pipeline import Prompter
 
         config = json.loads(args["model_config"])
-        p = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.tokenizer = AutoTokenizer.from_pretrained(p["tokenizer_dir"])
-        self.chat_format = p.get("chat_format", "none")
-        self.system_prompt = p.get("system_prompt") or None
-        self.end_id = int(p["end_id"]) if p.get("end_id") else None
-        self.stop_words = json.loads(p.get("stop_words", "[]"))
-        self.max_input_len = int(p.get("max_input_len", "0") or 0)
-        self.default_max_tokens = int(p.get("default_max_tokens", "256"))
-        self.llm = p.get("llm_model", "tensorrt_llm")
-        self.threads = []
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.prompter = Prompter.from_parameters(params)
+        self.llm = params.get("llm_model", "tensorrt_llm")
+        self.ids = itertools.count()
+        self.prefix = f"chat-{os.getpid()}-{time.monotonic_ns()}"
+        self.pool = ThreadPoolExecutor(
+            max_workers=int(params.get("max_streams") or 256), thread_name_prefix="chat"
+        )
 
     def execute(self, requests):
         for request in requests:
-            t = threading.Thread(target=self._serve, args=(request,), daemon=True)
-            t.start()
-            self.threads = [x for x in self.threads if x.is_alive()] + [t]
+            self.pool.submit(self._serve, request)
         return None
 
+    def finalize(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
     def _serve(self, request):
+        from swallow_trt.triton_repo.pipeline import RequestError
+
         sender = request.get_response_sender()
         try:
             self._chat(request, sender)
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except (
-            Exception
-        ) as exc:  # bad input or a failed LLM call: an error response, the server stays healthy
-            sender.send(
-                pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
-                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-            )
+        except RequestError as exc:
+            self._fail(sender, str(exc))
+        except Exception as exc:  # a failed LLM call: an error response, the server stays healthy
+            self._fail(sender, f"{type(exc).__name__}: {exc}")
 
-    def _send(self, sender, text):
-        if text:
-            out = np.array([text.encode("utf-8")], dtype=object)
-            sender.send(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", out)]))
+    @staticmethod
+    def _fail(sender, message):
+        sender.send(
+            pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+        )
 
-    def _chat(self, request, sender):
-        from swallow_trt.triton_repo.chat import Message, adds_bos, render, stop_words_list
-        from swallow_trt.triton_repo.detok import IncrementalDetokenizer
+    @staticmethod
+    def _response(text, count):
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=object)),
+                pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.int32)),
+            ]
+        )
+
+    def _inputs(self, request):
+        from swallow_trt.triton_repo.pipeline import RequestError, history_of, int_of, text_of, texts_of
 
         raw = _opt(request, "text_input")
         if raw is None:
-            raise ValueError("text_input is required")
-        text = _text(raw, "text_input")
-        if not text.strip():
-            raise ValueError("empty prompt")
-        max_tokens = _opt(request, "max_tokens")
-        max_tokens = (
-            self.default_max_tokens if max_tokens is None else int(np.asarray(max_tokens).reshape(-1)[0])
-        )
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+            raise RequestError("text_input is required")
+        text = text_of(raw, "text_input")
+        max_tokens = self.prompter.check_max_tokens(int_of(_opt(request, "max_tokens"), "max_tokens"))
+        min_tokens = int_of(_opt(request, "min_tokens"), "min_tokens", 0)
+        if min_tokens < 0:
+            raise RequestError(f"min_tokens must not be negative, got {min_tokens}")
         system = _opt(request, "system_prompt")
-        system = _text(system, "system_prompt") if system is not None else self.system_prompt
-        user_stops = _opt(request, "stop")
-        stops = list(self.stop_words) + (
-            [_text([s], "stop") for s in np.asarray(user_stops).reshape(-1)] if user_stops is not None else []
-        )
-        messages = ([Message("system", system)] if system else []) + [Message("user", text)]
-        prompt = render(self.chat_format, messages, default_system=None)
-        ids = self.tokenizer.encode(prompt, add_special_tokens=adds_bos(self.chat_format))
-        if self.max_input_len and len(ids) > self.max_input_len:
-            raise ValueError(f"prompt of {len(ids)} tokens exceeds max_input_len {self.max_input_len}")
-        stop_ids = [self.tokenizer.encode(s, add_special_tokens=False) for s in stops]
-        words = np.array(stop_words_list(stop_ids), dtype=np.int32).reshape(1, 2, -1)
-        inputs = [
+        system = text_of(system, "system_prompt") if system is not None else None
+        history = _opt(request, "history")
+        history = history_of(history) if history is not None else []
+        stops = _opt(request, "stop")
+        stops = texts_of(stops, "stop") if stops is not None else []
+        ignore_eos = _opt(request, "ignore_eos")
+        ignore_eos = bool(np.asarray(ignore_eos).reshape(-1)[0]) if ignore_eos is not None else False
+        ids = self.prompter.encode_chat(text, history, system)
+        end_id = -1 if ignore_eos or self.prompter.end_id is None else self.prompter.end_id
+        tensors = [
             pb_utils.Tensor("input_ids", np.array([ids], dtype=np.int32)),
             pb_utils.Tensor("input_lengths", np.array([[len(ids)]], dtype=np.int32)),
             pb_utils.Tensor("request_output_len", np.array([[max_tokens]], dtype=np.int32)),
             pb_utils.Tensor("streaming", np.array([[True]], dtype=bool)),
-            pb_utils.Tensor("stop_words_list", words),
+            pb_utils.Tensor("stop_words_list", self.prompter.stop_words_array(stops)),
+            pb_utils.Tensor("end_id", np.array([[end_id]], dtype=np.int32)),
+            pb_utils.Tensor("min_tokens", np.array([[min_tokens]], dtype=np.int32)),
         ]
-        if self.end_id is not None:
-            inputs.append(pb_utils.Tensor("end_id", np.array([[self.end_id]], dtype=np.int32)))
+        return tensors, [*self.prompter.stop_words, *stops]
+
+    def _chat(self, request, sender):
+        from swallow_trt.triton_repo.detok import IncrementalDetokenizer
+        from swallow_trt.triton_repo.pipeline import StopFilter
+
+        tensors, stops = self._inputs(request)
+        rid = f"{self.prefix}-{next(self.ids)}"
         llm = pb_utils.InferenceRequest(
-            model_name=self.llm, inputs=inputs, requested_output_names=["output_ids", "sequence_length"]
+            model_name=self.llm,
+            inputs=tensors,
+            requested_output_names=["output_ids", "sequence_length"],
+            request_id=rid,
         )
-        detok = IncrementalDetokenizer(self.tokenizer, prompt_ids=None)
+        detok = IncrementalDetokenizer(self.prompter.tokenizer, prompt_ids=None)
         filt = StopFilter(stops)
+        count, ended, checked = 0, False, time.monotonic()
         for response in llm.exec(decoupled=True):
             if response.has_error():
+                if ended:
+                    continue
                 raise RuntimeError(response.error().message())
             out = pb_utils.get_output_tensor_by_name(response, "output_ids")
-            if out is None:
-                continue
-            self._send(sender, filt.feed(detok.push(out.as_numpy().reshape(-1).tolist())))
-            if filt.stopped or request.is_cancelled():
-                break
-        self._send(sender, filt.feed(detok.flush()) + filt.close())
+            if ended or out is None:
+                continue  # drain the stream to its final response
+            tokens = out.as_numpy().reshape(-1).tolist()
+            count += len(tokens)
+            text = filt.feed(detok.push(tokens))
+            if text:
+                sender.send(self._response(text, count))
+            now = time.monotonic()
+            cancelled = now - checked > CANCEL_CHECK_S and request.is_cancelled()
+            checked = now if now - checked > CANCEL_CHECK_S else checked
+            if filt.stopped or cancelled:
+                ended = True
+                self._stop(rid)
+                if cancelled:
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                    sender = None
+        if sender is not None:
+            sender.send(
+                self._response(filt.feed(detok.flush()) + filt.close(), count),
+                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+            )
 
-    def finalize(self):
-        for t in self.threads:
-            t.join(timeout=5)
+    def _stop(self, rid):
+        """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
+        stop = pb_utils.InferenceRequest(
+            model_name=self.llm,
+            inputs=[
+                pb_utils.Tensor("input_ids", np.array([[0]], dtype=np.int32)),
+                pb_utils.Tensor("input_lengths", np.array([[1]], dtype=np.int32)),
+                pb_utils.Tensor("request_output_len", np.array([[1]], dtype=np.int32)),
+                pb_utils.Tensor("stop", np.array([[True]], dtype=bool)),
+            ],
+            requested_output_names=["output_ids"],
+            request_id=rid,
+        )
+        for _ in stop.exec(decoupled=True):
+            pass

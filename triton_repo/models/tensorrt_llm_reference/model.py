@@ -1,19 +1,33 @@
 """Reference ``tensorrt_llm`` model (Triton Python backend): the tensorrtllm backend's tensor contract,
 served by transformers on CPU or GPU, so a whole repository runs on a real Triton server without
-TensorRT-LLM. Greedy decoding with a KV cache; streaming, end_id, stop_words_list, request_output_len
-and cancellation are honoured. One thread per request (decoupled), as the C++ backend batches in flight.
+TensorRT-LLM. Greedy decoding with a KV cache per request.
+
+Like the C++ backend it batches in flight: ``execute`` only validates and queues; one scheduler thread
+owns the model and, round after round, advances every active request by one token (a new request joins
+at the next round, a finished one leaves), sending each streamed token as it is made. Honoured:
+streaming, end_id (-1: none), min_tokens, stop_words_list, request_output_len, client cancellation, and
+the ``stop`` input (a request with stop=true and the same request id ends that request, as in the C++
+backend, which is how the chat model cancels the generation of a client that went away).
 """
 
 import json
+import queue
 import threading
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+CANCEL_CHECK_S = 0.05  # how often a running request asks the server whether its client cancelled it
 
 
 def _opt(request, name):
     t = pb_utils.get_input_tensor_by_name(request, name)
     return None if t is None else t.as_numpy()
+
+
+def _scalar(value, default=None):
+    return default if value is None else np.asarray(value).reshape(-1)[0].item()
 
 
 def _stop_sequences(words):
@@ -27,6 +41,24 @@ def _stop_sequences(words):
         out.append(flat[start:end])
         start = end
     return [s for s in out if s]
+
+
+def _error(sender, message):
+    sender.send(
+        pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
+        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+    )
+
+
+class Job:
+    def __init__(self, request, sender, prompt, max_new, end_id, min_tokens, stops, streaming):
+        self.request, self.sender = request, sender
+        self.prompt, self.max_new, self.end_id, self.min_tokens = prompt, max_new, end_id, min_tokens
+        self.stops, self.streaming = stops, streaming
+        self.request_id = request.request_id()
+        self.generated, self.past, self.next_input = [], None, None
+        self.stopped = False  # by a stop request or a cancelled client
+        self.last_check = time.monotonic()
 
 
 class TritonPythonModel:
@@ -43,27 +75,148 @@ class TritonPythonModel:
             AutoModelForCausalLM.from_pretrained(params["gpt_model_path"], dtype=dtype).to(self.device).eval()
         )
         self.max_input_len = int(params.get("max_input_len", "0") or 0)
+        self.max_active = int(config.get("max_batch_size") or 1)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
-        self.threads = []
+        self.incoming = queue.Queue()
+        self.lock = threading.Lock()
+        self.by_id = {}  # request id -> active or queued Job (for stop requests)
+        self.running = True
+        self.worker = threading.Thread(target=self._loop, name="reference-scheduler", daemon=True)
+        self.worker.start()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _parse(self, request, sender):
+        ids = _opt(request, "input_ids")
+        lengths = _opt(request, "input_lengths")
+        out_len = _opt(request, "request_output_len")
+        if ids is None or lengths is None or out_len is None:
+            raise ValueError("input_ids, input_lengths and request_output_len are required")
+        n_in = int(_scalar(lengths))
+        prompt = np.asarray(ids).reshape(-1)[:n_in].tolist()
+        max_new = int(_scalar(out_len))
+        if n_in < 1 or not prompt:
+            raise ValueError("empty prompt: input_lengths must be at least 1")
+        if self.max_input_len and n_in > self.max_input_len:
+            raise ValueError(f"prompt of {n_in} tokens exceeds max_input_len {self.max_input_len}")
+        if max_new < 1:
+            raise ValueError(f"request_output_len must be at least 1, got {max_new}")
+        vocab = self.model.config.vocab_size
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ValueError(f"input_ids must lie in [0, {vocab})")
+        end_id = _scalar(_opt(request, "end_id"))
+        end_id = None if end_id is None or int(end_id) < 0 else int(end_id)
+        min_tokens = int(_scalar(_opt(request, "min_tokens"), 0))
+        streaming = bool(_scalar(_opt(request, "streaming"), False))
+        if streaming and not self.decoupled:
+            raise ValueError("streaming needs the decoupled transaction policy")
+        stops = _stop_sequences(_opt(request, "stop_words_list"))
+        return Job(request, sender, prompt, max_new, end_id, min_tokens, stops, streaming)
 
     def execute(self, requests):
         if not self.decoupled:
-            return [self._generate(r, None) for r in requests]
+            responses = []
+            for request in requests:
+                try:
+                    job = self._parse(request, None)
+                    while not self._step(job):
+                        pass
+                    responses.append(self._response(job.generated))
+                except Exception as exc:  # an error response; the model stays up
+                    responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+            return responses
         for request in requests:
-            t = threading.Thread(target=self._serve, args=(request,), daemon=True)
-            t.start()
-            self.threads = [x for x in self.threads if x.is_alive()] + [t]
+            sender = request.get_response_sender()
+            if bool(_scalar(_opt(request, "stop"), False)):
+                self._stop_request(request, sender)
+                continue
+            try:
+                job = self._parse(request, sender)
+            except Exception as exc:
+                _error(sender, str(exc))
+                continue
+            with self.lock:
+                if job.request_id:
+                    self.by_id[job.request_id] = job
+            self.incoming.put(job)
         return None
 
-    def _serve(self, request):
-        sender = request.get_response_sender()
-        try:
-            self._generate(request, sender)
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception as exc:  # any failure becomes an error response; the model stays up
-            sender.send(
-                pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
-                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+    def _stop_request(self, request, sender):
+        rid = request.request_id()
+        if not rid:
+            _error(sender, "a stop request needs the request id of the request to stop")
+            return
+        with self.lock:
+            job = self.by_id.get(rid)
+            if job is not None:
+                job.stopped = True
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    # -- the scheduler ----------------------------------------------------------------------------
+    def _loop(self):
+        active = []
+        while self.running:
+            try:
+                while len(active) < self.max_active:
+                    active.append(self.incoming.get(block=not active, timeout=0.2))
+            except queue.Empty:
+                pass
+            finished = []
+            for job in active:
+                try:
+                    done = self._step(job)
+                except Exception as exc:
+                    _error(job.sender, f"generation failed: {exc}")
+                    finished.append(job)
+                    continue
+                if done:
+                    self._finish(job)
+                    finished.append(job)
+            if finished:
+                active = [j for j in active if j not in finished]
+                with self.lock:
+                    for job in finished:
+                        self.by_id.pop(job.request_id, None)
+
+    def _step(self, job):
+        """Make one token; True when the request is done (its last response not yet sent)."""
+        torch = self.torch
+        now = time.monotonic()
+        if job.sender is not None and now - job.last_check > CANCEL_CHECK_S:
+            job.last_check = now
+            job.stopped = job.stopped or job.request.is_cancelled()
+        if job.stopped:
+            return True
+        x = job.next_input if job.next_input is not None else torch.tensor([job.prompt], device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=x, past_key_values=job.past, use_cache=True)
+        job.past = out.past_key_values
+        logits = out.logits[0, -1]
+        if job.end_id is not None and len(job.generated) < job.min_tokens:
+            logits = logits.clone()
+            logits[job.end_id] = float("-inf")
+        tok = int(logits.argmax())
+        if job.end_id is not None and tok == job.end_id:
+            return True
+        job.generated.append(tok)
+        if job.streaming:
+            job.sender.send(self._response([tok]))
+        job.next_input = torch.tensor([[tok]], device=self.device)
+        if len(job.generated) >= job.max_new:
+            return True
+        return any(job.generated[-len(s) :] == s for s in job.stops)
+
+    def _finish(self, job):
+        job.past = None
+        if job.stopped:
+            pb_utils.Logger.log_info(
+                f"reference tensorrt_llm: request {job.request_id!r} stopped after {len(job.generated)} "
+                f"of {job.max_new} tokens"
+            )
+        if job.streaming or job.stopped:
+            job.sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        else:
+            job.sender.send(
+                self._response(job.generated), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
             )
 
     @staticmethod
@@ -74,53 +227,6 @@ class TritonPythonModel:
             output_tensors=[pb_utils.Tensor("output_ids", ids), pb_utils.Tensor("sequence_length", length)]
         )
 
-    def _generate(self, request, sender):
-        torch = self.torch
-        ids = _opt(request, "input_ids")
-        lengths = _opt(request, "input_lengths")
-        out_len = _opt(request, "request_output_len")
-        if ids is None or lengths is None or out_len is None:
-            raise ValueError("input_ids, input_lengths and request_output_len are required")
-        n_in = int(np.asarray(lengths).reshape(-1)[0])
-        prompt = np.asarray(ids).reshape(-1)[:n_in].tolist()
-        max_new = int(np.asarray(out_len).reshape(-1)[0])
-        if n_in < 1:
-            raise ValueError("empty prompt: input_lengths must be at least 1")
-        if self.max_input_len and n_in > self.max_input_len:
-            raise ValueError(f"prompt of {n_in} tokens exceeds max_input_len {self.max_input_len}")
-        if max_new < 1:
-            raise ValueError(f"request_output_len must be at least 1, got {max_new}")
-        end = _opt(request, "end_id")
-        end_id = None if end is None else int(np.asarray(end).reshape(-1)[0])
-        stops = _stop_sequences(_opt(request, "stop_words_list"))
-        streaming = _opt(request, "streaming")
-        streaming = bool(np.asarray(streaming).reshape(-1)[0]) if streaming is not None else False
-        generated = []
-        past = None
-        x = torch.tensor([prompt], device=self.device)
-        with torch.inference_mode():
-            for _ in range(max_new):
-                if sender is not None and request.is_cancelled():
-                    return None
-                out = self.model(input_ids=x, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                tok = int(out.logits[0, -1].argmax())
-                if end_id is not None and tok == end_id:
-                    break
-                generated.append(tok)
-                if streaming and sender is not None:
-                    sender.send(self._response([tok]))
-                if any(generated[-len(s) :] == s for s in stops):
-                    break
-                x = torch.tensor([[tok]], device=self.device)
-        if streaming and sender is not None:
-            return None
-        response = self._response(generated)
-        if sender is not None:
-            sender.send(response)
-            return None
-        return response
-
     def finalize(self):
-        for t in self.threads:
-            t.join(timeout=5)
+        self.running = False
+        self.worker.join(timeout=5)

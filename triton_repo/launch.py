@@ -1,0 +1,106 @@
+"""From a repository to a running server: which backend its ``tensorrt_llm`` model uses, and for the
+TensorRT-LLM backend the checks before anything starts (a system tritonserver with the tensorrtllm
+backend, mpirun for more than one rank, an engine built for this runtime) and the rank count."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from swallow_trt.errors import EnvironmentProblem, UsageError
+from swallow_trt.triton_repo.server import TritonInstall, TritonServer, find_tritonserver
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    repo: Path
+    backend: str  # "tensorrtllm" or "python" (the reference backend)
+    engine_dir: Path | None
+    world_size: int
+
+
+def inspect_repo(repo: Path) -> RepoInfo:
+    from swallow_trt.triton_repo.configs import from_pbtxt
+
+    repo = repo.absolute()
+    if not repo.is_dir() or not any(repo.glob("*/config.pbtxt")):
+        raise UsageError(
+            f"{repo} is not a model repository (no */config.pbtxt)", "create one with `swallow-trt package`"
+        )
+    llm_config = repo / "tensorrt_llm" / "config.pbtxt"
+    if not llm_config.is_file():
+        return RepoInfo(repo, "python", None, 1)
+    try:
+        config = from_pbtxt(llm_config.read_text())
+    except Exception as exc:  # protobuf's ParseError and friends
+        raise UsageError(
+            f"{llm_config} does not parse: {exc}", "re-create the repository with `swallow-trt package`"
+        ) from None
+    if config.backend != "tensorrtllm":
+        return RepoInfo(repo, config.backend, None, 1)
+    engine = Path(config.parameters["gpt_model_path"].string_value)
+    try:
+        mapping = json.loads((engine / "config.json").read_text())["pretrained_config"]["mapping"]
+        world = int(mapping.get("world_size") or 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"the repository's engine {engine} is missing or has no readable config.json",
+            "build it with `swallow-trt build` and package again",
+        ) from None
+    return RepoInfo(repo, "tensorrtllm", engine, world)
+
+
+def _tensorrtllm_install() -> TritonInstall:
+    install = find_tritonserver(prefer_system=True)
+    if install.source != "system" or not (install.backend_dir / "tensorrtllm").is_dir():
+        raise EnvironmentProblem(
+            "serving an engine needs a tritonserver with the tensorrtllm backend, and none is here",
+            "run serve inside the Triton TensorRT-LLM image (see the Dockerfile), or package --model for the reference backend",
+        )
+    return install
+
+
+def server_for(
+    info: RepoInfo,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+) -> TritonServer:
+    """A (not yet started) server for the repository; refuses what cannot serve it here."""
+    install = None
+    mpirun = None
+    if info.backend == "tensorrtllm":
+        from swallow_trt.builders.environment import check_engine_runtime, probe_environment
+
+        assert info.engine_dir is not None
+        install = _tensorrtllm_install()
+        if info.world_size > 1:
+            mpirun = shutil.which("mpirun")
+            if mpirun is None:
+                raise EnvironmentProblem(
+                    f"the engine has {info.world_size} ranks and mpirun is not on PATH",
+                    "run serve inside the Triton TensorRT-LLM image, which ships Open MPI",
+                )
+        env = probe_environment()
+        manifest_path = info.engine_dir / "manifest.json"
+        if manifest_path.is_file():
+            check_engine_runtime(json.loads(manifest_path.read_text()), env)
+        if len(env.gpus) < info.world_size:
+            raise EnvironmentProblem(
+                f"the engine has {info.world_size} ranks and this machine has {len(env.gpus)} GPU(s)",
+                "serve it on a machine with one GPU per rank",
+            )
+    return TritonServer(
+        info.repo,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        install=install,
+        world_size=info.world_size,
+        mpirun=mpirun,
+    )
