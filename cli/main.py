@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from swallow_trt import __version__
-from swallow_trt.cli import build, chat, models, package, plan, profile, quantize, serve, targets
+from swallow_trt.cli import build, chat, models, package, plan, profile, quantize, quickstart, serve, targets
 
 app = typer.Typer(
     name="swallow-trt",
@@ -15,7 +15,8 @@ app = typer.Typer(
         "  swallow-trt models\n\n"
         "  swallow-trt targets\n\n"
         "  swallow-trt plan --model 70b --tp 4 --fp8 --target h100x4\n\n"
-        "  swallow-trt build --model 70b --tp 4 --fp8"
+        "  swallow-trt build --model 70b --tp 4 --fp8\n\n"
+        "  swallow-trt quickstart   (every stage on a tiny model, CPU only)"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -48,6 +49,7 @@ app.command("package", help=package.HELP)(package.package)
 app.command("serve", help=serve.HELP)(serve.serve)
 app.command("chat", help=chat.HELP)(chat.chat)
 app.command("profile", help=profile.HELP)(profile.profile)
+app.command("quickstart", help=quickstart.HELP)(quickstart.quickstart)
 
 
 def run() -> None:
