@@ -127,11 +127,11 @@ class Prompter:
             raise RequestError(f"prompt of {len(ids)} tokens exceeds max_input_len {self.max_input_len}")
         return list(ids)
 
-    def stop_words_array(self, extra: Sequence[str] = ()) -> Any:
-        """[1, 2, L] int32 stop_words_list of the family's stop words and ``extra``."""
+    def stop_words_array(self, extra: Sequence[str] = (), family: Sequence[str] | None = None) -> Any:
+        """[1, 2, L] int32 stop_words_list of the family's stop words (or ``family``) and ``extra``."""
         import numpy as np
 
-        words = [*self.stop_words, *extra]
+        words = [*(self.stop_words if family is None else family), *extra]
         ids = [self.tokenizer.encode(w, add_special_tokens=False) for w in words if w]
         return np.array(stop_words_list(ids), dtype=np.int32).reshape(1, 2, -1)
 

@@ -100,16 +100,18 @@ class TritonPythonModel:
         ignore_eos = bool(np.asarray(ignore_eos).reshape(-1)[0]) if ignore_eos is not None else False
         ids = self.prompter.encode_chat(text, history, system)
         end_id = -1 if ignore_eos or self.prompter.end_id is None else self.prompter.end_id
+        # The family's stop words are its end-of-turn tokens: ignore_eos ignores them too.
+        family = [] if ignore_eos else list(self.prompter.stop_words)
         tensors = [
             pb_utils.Tensor("input_ids", np.array([ids], dtype=np.int32)),
             pb_utils.Tensor("input_lengths", np.array([[len(ids)]], dtype=np.int32)),
             pb_utils.Tensor("request_output_len", np.array([[max_tokens]], dtype=np.int32)),
             pb_utils.Tensor("streaming", np.array([[True]], dtype=bool)),
-            pb_utils.Tensor("stop_words_list", self.prompter.stop_words_array(stops)),
+            pb_utils.Tensor("stop_words_list", self.prompter.stop_words_array(stops, family)),
             pb_utils.Tensor("end_id", np.array([[end_id]], dtype=np.int32)),
             pb_utils.Tensor("min_tokens", np.array([[min_tokens]], dtype=np.int32)),
         ]
-        return tensors, [*self.prompter.stop_words, *stops]
+        return tensors, [*family, *stops]
 
     def _chat(self, request, sender):
         from swallow_trt.triton_repo.detok import IncrementalDetokenizer
