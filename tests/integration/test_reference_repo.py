@@ -225,6 +225,14 @@ def test_ensemble_matches_greedy_decoding(served: tuple[TritonServer, Path], str
     assert len(got) == (len(want) if stream else 1)
     if not stream:
         assert got[0][0] == tok.decode(want, skip_special_tokens=True)
+    # The end token ends generation and is not in the output: take the 6th greedy token as end_id.
+    end = want[5]
+    cut = want.index(end)
+    ended = ensemble_call(server, raw, False, max_tokens=12, end_id=end)
+    assert ended[0][1] == want[:cut]
+    held = ensemble_call(server, raw, False, max_tokens=12, end_id=end, min_tokens=12)
+    assert len(held[0][1]) == 12
+    assert end not in held[0][1]  # min_tokens keeps the end token from being chosen
     # Output length forced: no end token, at least min_tokens (how the profiler makes runs comparable).
     forced = ensemble_call(server, raw, False, max_tokens=20, min_tokens=20, end_id=-1)
     assert len(forced[0][1]) == 20
