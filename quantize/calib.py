@@ -37,7 +37,7 @@ def _shipped_path() -> Path:
     return Path(pkg_file).parent / "data" / "jsquad-v1.3-ja.jsonl"
 
 
-def _read_jsonl(path: Path) -> list[str]:
+def read_jsonl(path: Path) -> list[str]:
     texts = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -64,7 +64,7 @@ def _digest(texts: list[str]) -> str:
 
 
 def shipped_texts() -> list[str]:
-    return _read_jsonl(_shipped_path())
+    return read_jsonl(_shipped_path())
 
 
 def calibration_texts(spec: str) -> TextSet:
@@ -80,7 +80,7 @@ def calibration_texts(spec: str) -> TextSet:
                 "pass --calib ja, a .jsonl/.txt file or a dataset id",
             )
         if path.suffix == ".jsonl":
-            texts = _read_jsonl(path)
+            texts = read_jsonl(path)
         elif path.suffix == ".txt":
             # Paragraphs separated by blank lines.
             raw = path.read_text(encoding="utf-8")

@@ -44,7 +44,7 @@ def load_texts(dataset: str) -> list[str] | None:
     """The source paragraphs of ``--dataset``; None for ``synthetic``."""
     if dataset == "synthetic":
         return None
-    from swallow_trt.quantize.calib import _read_jsonl, shipped_texts  # the calibration set's reader
+    from swallow_trt.quantize.calib import read_jsonl, shipped_texts
 
     if dataset == "ja":
         return shipped_texts()
@@ -55,7 +55,7 @@ def load_texts(dataset: str) -> list[str] | None:
             "pass ja, synthetic or a .jsonl/.txt path",
         )
     if path.suffix == ".jsonl":
-        texts = _read_jsonl(path)
+        texts = read_jsonl(path)
     else:
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
