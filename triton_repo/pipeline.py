@@ -17,6 +17,12 @@ from swallow_trt.errors import UsageError
 from swallow_trt.triton_repo.chat import Message, adds_bos, render, stop_words_list
 
 
+def model_parameters(args: dict[str, str]) -> dict[str, str]:
+    """A Python-backend model's config parameters (``initialize``'s ``args``) as plain strings."""
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
 class RequestError(ValueError):
     """Bad input in a request: becomes an error response, the server stays healthy."""
 

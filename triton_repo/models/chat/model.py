@@ -14,7 +14,6 @@ generation does (a stop string seen in the text, or the client cancelled), the c
 """
 
 import itertools
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +31,9 @@ def _opt(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
-        from swallow_trt.triton_repo.pipeline import Prompter
+        from swallow_trt.triton_repo.pipeline import Prompter, model_parameters
 
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(args)
         self.prompter = Prompter.from_parameters(params)
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()

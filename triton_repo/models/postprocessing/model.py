@@ -7,8 +7,6 @@ half: stream text through the ``chat`` model (incremental detokenisation, exact)
 ``output_ids`` and decode them client-side.
 """
 
-import json
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -17,8 +15,9 @@ class TritonPythonModel:
     def initialize(self, args):
         from transformers import AutoTokenizer
 
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        from swallow_trt.triton_repo.pipeline import model_parameters
+
+        params = model_parameters(args)
         self.tokenizer = AutoTokenizer.from_pretrained(params["tokenizer_dir"])
 
     def execute(self, requests):

@@ -4,8 +4,6 @@ end token and stop words are defaults; a request may add stop words, change end_
 min_tokens. Bad input gets an error response for that request only.
 """
 
-import json
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -17,10 +15,9 @@ def _opt(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
-        from swallow_trt.triton_repo.pipeline import Prompter
+        from swallow_trt.triton_repo.pipeline import Prompter, model_parameters
 
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(args)
         self.prompter = Prompter.from_parameters(params)
 
     def execute(self, requests):
