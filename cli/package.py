@@ -65,6 +65,9 @@ def package(
     instances: Annotated[
         int, typer.Option("--instances", help="Instances of the Python pre/post/chat models.")
     ] = 1,
+    chat_instances: Annotated[
+        int, typer.Option("--chat-instances", help="Chat streams served at once (one process each).")
+    ] = 4,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
@@ -89,6 +92,7 @@ def package(
             max_input_len=max_input_len,
             default_max_tokens=max_tokens,
             instances=instances,
+            chat_instances=chat_instances,
         )
     )
     if as_json:

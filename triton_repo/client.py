@@ -55,6 +55,7 @@ def stream_chat(
         inputs.append(tensor("stop", [s.encode("utf-8") for s in stop], "BYTES", object))
     callback: Callable[[Any, Any], None] = lambda result, error: results.put((result, error))  # noqa: E731
     client.start_stream(callback=callback)
+    finished = False
     try:
         client.async_stream_infer(model, inputs, enable_empty_final_response=True)
         while True:
@@ -71,7 +72,10 @@ def stream_chat(
             if piece:
                 yield piece
             if result.get_response().parameters["triton_final_response"].bool_param:
+                finished = True
                 return
     finally:
-        client.stop_stream()
+        # A stream left open (error, timeout, Ctrl-C, a caller that stopped reading) is cancelled: a plain
+        # stop_stream() would wait for a server that may never answer, and the server stops generating.
+        client.stop_stream(cancel_requests=not finished)
         client.close()

@@ -215,9 +215,12 @@ def _tensors(config: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -
         o.dims.extend(dims)
 
 
-def chat_config(parameters: dict[str, Any], name: str = "chat") -> Any:
-    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped."""
-    return python_model_config(name, CHAT_INPUTS, CHAT_OUTPUTS, parameters, decoupled=True)
+def chat_config(parameters: dict[str, Any], name: str = "chat", instances: int = 1) -> Any:
+    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped. One
+    stream at a time per instance."""
+    return python_model_config(
+        name, CHAT_INPUTS, CHAT_OUTPUTS, parameters, decoupled=True, instances=instances
+    )
 
 
 def preprocessing_config(parameters: dict[str, Any], max_batch_size: int, instances: int = 1) -> Any:

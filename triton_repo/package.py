@@ -25,6 +25,7 @@ class PackageRequest:
     max_input_len: int = 2048
     default_max_tokens: int = 256
     instances: int = 1
+    chat_instances: int = 4
 
 
 @dataclass(frozen=True)
@@ -116,5 +117,6 @@ def package(req: PackageRequest) -> PackageResult:
         default_max_tokens=req.default_max_tokens,
         engine=engine,
         instances=req.instances,
+        chat_instances=req.chat_instances,
     )
     return PackageResult(write_repo(spec, req.out), spec)

@@ -58,6 +58,7 @@ class RepoSpec:
     default_max_tokens: int = 256
     engine: EngineSettings | None = None  # set: the tensorrtllm backend on this engine
     instances: int = 1
+    chat_instances: int = 4  # concurrent chat streams (one per instance process)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -188,6 +189,7 @@ def write_repo(spec: RepoSpec, out: Path) -> Path:
         ("--max-input-len", spec.max_input_len),
         ("--default-max-tokens", spec.default_max_tokens),
         ("--instances", spec.instances),
+        ("--chat-instances", spec.chat_instances),
     ):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}", f"pass a positive {flag}")
@@ -225,7 +227,7 @@ def write_repo(spec: RepoSpec, out: Path) -> Path:
         _write_model(
             temp,
             "chat",
-            chat_config({**text_params, "llm_model": "tensorrt_llm"}),
+            chat_config({**text_params, "llm_model": "tensorrt_llm"}, instances=spec.chat_instances),
             MODELS_DIR / "chat" / "model.py",
         )
         _write_model(

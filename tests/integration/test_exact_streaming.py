@@ -45,7 +45,9 @@ def test_streamed_text_equals_source(tmp_path: Path, kind: str, chat_format: str
         server.start(timeout_s=240)
 
         # One stream at a time: this test is about exactness (concurrency has its own test, to come).
-        results = {i: list(stream_chat(server.grpc_url, f"段落{i}", max_tokens=4096)) for i in range(N)}
+        results = {
+            i: list(stream_chat(server.grpc_url, f"段落{i}", max_tokens=4096, timeout_s=60)) for i in range(N)
+        }
     assert leftover_processes(server) == []
     split_chars = 0
     for i, text in enumerate(paragraphs):

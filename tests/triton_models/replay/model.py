@@ -1,10 +1,10 @@
 """Test-only ``tensorrt_llm`` stand-in (the C++ backend cannot run here): the same tensor contract, replaying
 a fixed table {input ids -> output ids} written beside it (replay.json), one token per streamed response.
-Used to prove the pipeline (chat format, BLS, incremental detokenisation) exact on real Japanese text."""
+Used to prove the pipeline (chat format, BLS, incremental detokenisation) exact on real Japanese text.
+Responses are sent from ``execute`` itself (the stub's main thread), one request after another."""
 
 import json
 import os
-import threading
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -18,7 +18,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         for request in requests:
-            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+            self._serve(request)
         return None
 
     def _serve(self, request):

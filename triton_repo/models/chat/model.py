@@ -4,11 +4,14 @@ Text in, text out, per request: render the Swallow family's chat format (with ea
 tokenize with the model's own tokenizer, call ``tensorrt_llm`` (TensorRT-LLM engine or the reference
 backend; same contract) in streaming mode, and detokenise incrementally (exact for Japanese: no U+FFFD
 for characters split across tokens). Generation ends at the model's end token and at stop words, which
-are not in the output. Every response carries ``num_output_tokens``: the tokens generated so far.
+are not in the output. Every response carries ``num_output_tokens``: the tokens generated so far, and
+``text_output`` when it has text: a response with an empty BYTES element crashed this Triton release's
+Python stub (heap corruption, reproduced by tests/integration/test_exact_streaming.py), so none is sent.
 
-``execute`` hands each request to a thread pool (the BLS response iterator of this Triton release is
-blocking; ``async_exec(decoupled=True)`` returns the same blocking iterator), so up to ``max_streams``
-requests stream at once and the rest wait their turn. When a request ends before its
+``execute`` serves its requests one after another on the stub's main thread, as upstream's BLS model
+does: BLS calls and response senders driven from extra threads crashed this Triton release's Python
+stub under load (heap corruption), so streams run in parallel across model instances
+(``instance_group``: ``swallow-trt package --chat-instances``), each a process of its own. When a request ends before its
 generation does (a stop string seen in the text, or the client cancelled), the chat model sends
 ``tensorrt_llm`` a ``stop`` request with the same request id, so the engine stops working for nobody.
 """
@@ -16,7 +19,6 @@ generation does (a stop string seen in the text, or the client cancelled), the c
 import itertools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -38,17 +40,11 @@ class TritonPythonModel:
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()
         self.prefix = f"chat-{os.getpid()}-{time.monotonic_ns()}"
-        self.pool = ThreadPoolExecutor(
-            max_workers=int(params.get("max_streams") or 256), thread_name_prefix="chat"
-        )
 
     def execute(self, requests):
         for request in requests:
-            self.pool.submit(self._serve, request)
+            self._serve(request)
         return None
-
-    def finalize(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _serve(self, request):
         from swallow_trt.triton_repo.pipeline import RequestError
@@ -70,12 +66,10 @@ class TritonPythonModel:
 
     @staticmethod
     def _response(text, count):
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=object)),
-                pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.int32)),
-            ]
-        )
+        tensors = [pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.int32))]
+        if text:
+            tensors.append(pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=object)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _inputs(self, request):
         from swallow_trt.triton_repo.pipeline import RequestError, history_of, int_of, text_of, texts_of
