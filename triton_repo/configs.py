@@ -224,9 +224,8 @@ def chat_config(parameters: dict[str, Any], name: str = "chat", instances: int =
 
 
 def preprocessing_config(parameters: dict[str, Any], max_batch_size: int, instances: int = 1) -> Any:
-    inputs = [(n, t, d, o) for n, t, d, o in ENSEMBLE_INPUTS]
     return python_model_config(
-        "preprocessing", inputs, PREPROCESSING_OUTPUTS, parameters, max_batch_size=max_batch_size,
+        "preprocessing", ENSEMBLE_INPUTS, PREPROCESSING_OUTPUTS, parameters, max_batch_size=max_batch_size,
         instances=instances,
     )  # fmt: skip
 

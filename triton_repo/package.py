@@ -82,7 +82,7 @@ def package(req: PackageRequest) -> PackageResult:
     model_name = req.model
     hf_dir: Path | None = None
     if req.engine is not None:
-        engine, _ = read_engine(
+        engine = read_engine(
             req.engine,
             kv_cache_free_gpu_mem_fraction=runtime.kv_cache_free_gpu_mem_fraction if runtime else 0.9,
             batch_scheduler_policy=runtime.batch_scheduler_policy if runtime else "guaranteed_no_evict",

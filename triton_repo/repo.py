@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class RepoSpec:
     engine: EngineSettings | None = None  # set: the tensorrtllm backend on this engine
     instances: int = 1
     chat_instances: int = 4  # concurrent chat streams (one per instance process)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def backend(self) -> str:
@@ -86,10 +85,10 @@ def read_engine(
     kv_cache_free_gpu_mem_fraction: float = 0.9,
     batch_scheduler_policy: str = "guaranteed_no_evict",
     enable_chunked_context: bool | None = None,
-) -> tuple[EngineSettings, dict[str, Any]]:
-    """The engine's limits from its config.json (trtllm-build's build_config and mapping) and its stage
-    manifest. Chunked context needs paged context FMHA in the engine: asked for without it, refused;
-    not asked (None), on exactly when the engine has it."""
+) -> EngineSettings:
+    """The engine's limits from its config.json (trtllm-build's build_config and mapping). Chunked
+    context needs paged context FMHA in the engine: asked for without it, refused; not asked (None), on
+    exactly when the engine has it."""
     engine_dir = engine_dir.absolute()
     config_path = engine_dir / "config.json"
     if not config_path.is_file():
@@ -118,8 +117,6 @@ def read_engine(
         raise UsageError(
             f"{engine_dir} lacks {', '.join(missing)} for its world size {world}", "rebuild the engine"
         )
-    manifest_path = engine_dir / "manifest.json"
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if enable_chunked_context and not paged_ctx:
         raise UsageError(
             "chunked context needs an engine built with paged context FMHA (use_paged_context_fmha)",
@@ -135,7 +132,7 @@ def read_engine(
         batch_scheduler_policy=batch_scheduler_policy,
         enable_chunked_context=paged_ctx if enable_chunked_context is None else enable_chunked_context,
     )
-    return settings, manifest
+    return settings
 
 
 def _write_model(root: Path, name: str, config: Any, model_source: Path | None) -> None:

@@ -74,7 +74,7 @@ def test_reference_repository(hf_dir: Path, tmp_path: Path) -> None:
 
 
 def test_tensorrtllm_repository_takes_limits_from_the_engine(hf_dir: Path, tmp_path: Path) -> None:
-    engine, _ = read_engine(fake_engine(tmp_path / "engine"), kv_cache_free_gpu_mem_fraction=0.85)
+    engine = read_engine(fake_engine(tmp_path / "engine"), kv_cache_free_gpu_mem_fraction=0.85)
     spec = RepoSpec(checkpoint=hf_dir, chat_format="llama3", end_id=2, max_batch_size=64, engine=engine)
     c = configs(write_repo(spec, tmp_path / "r"))
     llm = c["tensorrt_llm"]
@@ -91,7 +91,7 @@ def test_tensorrtllm_repository_takes_limits_from_the_engine(hf_dir: Path, tmp_p
 
 
 def test_engine_rules(hf_dir: Path, tmp_path: Path) -> None:
-    small, _ = read_engine(fake_engine(tmp_path / "e1", world=1, max_batch=8, paged_ctx=False))
+    small = read_engine(fake_engine(tmp_path / "e1", world=1, max_batch=8, paged_ctx=False))
     assert not small.enable_chunked_context
     with pytest.raises(UsageError, match="exceeds the engine's max_batch_size 8"):
         write_repo(

@@ -133,9 +133,10 @@ class TritonPythonModel:
             text = filt.feed(detok.push(tokens))
             if text:
                 sender.send(self._response(text, count))
-            now = time.monotonic()
-            cancelled = now - checked > CANCEL_CHECK_S and request.is_cancelled()
-            checked = now if now - checked > CANCEL_CHECK_S else checked
+            cancelled = False
+            if time.monotonic() - checked > CANCEL_CHECK_S:
+                checked = time.monotonic()
+                cancelled = request.is_cancelled()
             if filt.stopped or cancelled:
                 ended = True
                 self._stop(rid)
