@@ -1,14 +1,67 @@
-"""Entry point: wires the sub-commands and turns SwallowTrtError into one line and an exit code."""
+"""Entry point: wires the sub-commands and turns SwallowTrtError into one line and an exit code.
+
+Each command's module is imported only when that command runs (or when help lists them all): the
+serving and profiling commands pull in modules that ``plan`` has no use for, and start-up is budgeted
+(benchmarks/cli_startup.py, at most 2x ``import typer``).
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import typer
+from typer._click.exceptions import UsageError  # typer 0.28 vendors click; no public alias
+from typer.core import TyperGroup
 
 from swallow_trt import __version__
-from swallow_trt.cli import build, chat, models, package, plan, profile, quantize, quickstart, serve, targets
+
+# name -> (module under swallow_trt.cli, function, attribute holding its --help text), in --help order.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "models": ("models", "models", "MODELS_HELP"),
+    "targets": ("targets", "targets", "TARGETS_HELP"),
+    "plan": ("plan", "plan", "HELP"),
+    "quantize": ("quantize", "quantize", "HELP"),
+    "build": ("build", "build", "HELP"),
+    "package": ("package", "package", "HELP"),
+    "serve": ("serve", "serve", "HELP"),
+    "chat": ("chat", "chat", "HELP"),
+    "profile": ("profile", "profile", "HELP"),
+    "quickstart": ("quickstart", "quickstart", "HELP"),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A typer group whose commands are built from their modules on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module_name, function, help_attr = COMMANDS[cmd_name]
+            module = importlib.import_module(f"swallow_trt.cli.{module_name}")
+            info = typer.models.CommandInfo(
+                name=cmd_name, callback=getattr(module, function), help=getattr(module, help_attr)
+            )
+            self.commands[cmd_name] = typer.main.get_command_from_info(
+                info, pretty_exceptions_short=True, rich_markup_mode=self.rich_markup_mode
+            )
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError:
+            # typer suggests close names from the commands already built: build them all (error path only).
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+            return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="swallow-trt",
+    cls=LazyGroup,
     help=(
         "Swallow (Japanese LLM) -> TensorRT-LLM engines -> Triton: plan, quantize, build, package, serve, profile.\n\n"
         "Examples:\n\n"
@@ -38,18 +91,6 @@ def _root(
     ),
 ) -> None:
     """Swallow -> TensorRT-LLM -> Triton tool chain."""
-
-
-app.command("models", help=models.MODELS_HELP)(models.models)
-app.command("targets", help=targets.TARGETS_HELP)(targets.targets)
-app.command("plan", help=plan.HELP)(plan.plan)
-app.command("quantize", help=quantize.HELP)(quantize.quantize)
-app.command("build", help=build.HELP)(build.build)
-app.command("package", help=package.HELP)(package.package)
-app.command("serve", help=serve.HELP)(serve.serve)
-app.command("chat", help=chat.HELP)(chat.chat)
-app.command("profile", help=profile.HELP)(profile.profile)
-app.command("quickstart", help=quickstart.HELP)(quickstart.quickstart)
 
 
 def run() -> None:
