@@ -4,26 +4,43 @@ Text in, text out, per request: render the Swallow family's chat format (with ea
 tokenize with the model's own tokenizer, call ``tensorrt_llm`` (TensorRT-LLM engine or the reference
 backend; same contract) in streaming mode, and detokenise incrementally (exact for Japanese: no U+FFFD
 for characters split across tokens). Generation ends at the model's end token and at stop words, which
-are not in the output. Every response carries ``num_output_tokens``: the tokens generated so far, and
-``text_output`` when it has text: a response with an empty BYTES element crashed this Triton release's
-Python stub (heap corruption, reproduced by tests/integration/test_exact_streaming.py), so none is sent.
+are not in the output. Every response carries ``num_output_tokens`` (the tokens generated so far) when
+the client asked for it, and ``text_output`` when it has text.
 
-``execute`` serves its requests one after another on the stub's main thread, as upstream's BLS model
-does: BLS calls and response senders driven from extra threads crashed this Triton release's Python
-stub under load (heap corruption), so streams run in parallel across model instances
-(``instance_group``: ``swallow-trt package --chat-instances``), each a process of its own. When a request ends before its
-generation does (a stop string seen in the text, or the client cancelled), the chat model sends
-``tensorrt_llm`` a ``stop`` request with the same request id, so the engine stops working for nobody.
+Many streams per instance: ``execute`` is a coroutine (Triton 2.51's Python backend runs the coroutines
+of a decoupled model on one event-loop thread of the stub, concurrently), the LLM is called with
+``await async_exec(decoupled=True)``, and each blocking ``next()`` of its response iterator runs in a
+thread pool, so a stream waiting for its next token holds a pool thread, not the event loop. Everything
+that touches a response sender or drops a Python object of the backend runs on the event-loop thread.
+
+Object lifetimes (Triton 2.51, python_backend r24.10, frees backend objects without the GIL; fixed
+upstream in r24.12 by python_backend#390, see design.md): a finished BLS response iterator whose
+Python object is gone is destroyed, with the numpy arrays of every response it streamed, on the stub's
+stub-to-parent thread; and ``send()`` drops the outputs the client did not request after releasing the
+GIL. Both corrupted the heap under load. So (1) a finished iterator is kept referenced for
+``RETIRE_S`` and then released on the event-loop thread, after the stub's own clean-up of it has run;
+(2) a response carries only the outputs the client requested, and its tensors stay referenced by this
+code until ``send()`` has returned.
+
+When a request ends before its generation does (a stop string seen in the text, or the client
+cancelled), the chat model sends ``tensorrt_llm`` a ``stop`` request with the same request id, so the
+engine stops working for nobody.
 """
 
+import asyncio
+import collections
 import itertools
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 CANCEL_CHECK_S = 0.05
+RETIRE_S = 2.0  # how long a finished BLS iterator stays referenced (the stub's clean-up runs meanwhile)
+DEFAULT_MAX_STREAMS = 512  # pool threads: one per stream waiting for its next response
+_END = object()
 
 
 def _opt(request, name):
@@ -40,18 +57,48 @@ class TritonPythonModel:
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()
         self.prefix = f"chat-{os.getpid()}-{time.monotonic_ns()}"
+        workers = int(params.get("max_streams") or DEFAULT_MAX_STREAMS)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-next")
+        self.retired = collections.deque()  # (due, objects): released on the event-loop thread
 
-    def execute(self, requests):
-        for request in requests:
-            self._serve(request)
+    async def execute(self, requests):
+        await asyncio.gather(*(self._serve(request) for request in requests))
         return None
 
-    def _serve(self, request):
+    # ----------------------------------------------------------------------------------------------
+    # Object lifetimes (see the module docstring)
+
+    def _retire(self, *objects):
+        """Keep ``objects`` (finished iterators, their last responses) alive for RETIRE_S, then release
+        them here on the event-loop thread, which holds the GIL."""
+        self.retired.append((time.monotonic() + RETIRE_S, objects))
+        asyncio.get_running_loop().call_later(RETIRE_S + 0.05, self._reap)
+
+    def _reap(self):
+        now = time.monotonic()
+        while self.retired and self.retired[0][0] <= now:
+            self.retired.popleft()
+
+    def _send(self, sender, tensors, final=False):
+        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        response = pb_utils.InferenceResponse(output_tensors=tensors)
+        sender.send(response, flags=flags)
+        # ``tensors`` (and ``response``) are still referenced here, so nothing send() dropped without
+        # the GIL was the last reference; they are released when this frame returns, with the GIL.
+        return response
+
+    async def _next(self, iterator):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, next, iterator, _END)
+
+    # ----------------------------------------------------------------------------------------------
+
+    async def _serve(self, request):
         from swallow_trt.triton_repo.pipeline import RequestError
 
         sender = request.get_response_sender()
         try:
-            self._chat(request, sender)
+            await self._chat(request, sender)
         except RequestError as exc:
             self._fail(sender, str(exc))
         except Exception as exc:  # a failed LLM call: an error response, the server stays healthy
@@ -59,20 +106,33 @@ class TritonPythonModel:
 
     @staticmethod
     def _fail(sender, message):
-        sender.send(
-            pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
-            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-        )
+        response = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+        try:
+            sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception:  # the sender is already closed (the stream ended before the failure)
+            pass
 
     @staticmethod
-    def _response(text, count):
-        tensors = [pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.int32))]
-        if text:
+    def _wanted(request):
+        try:
+            names = set(request.requested_output_names())
+        except Exception:
+            names = set()
+        return names or {"text_output", "num_output_tokens"}
+
+    @staticmethod
+    def _tensors(wanted, text, count):
+        tensors = []
+        if "num_output_tokens" in wanted:
+            tensors.append(pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.int32)))
+        if text and "text_output" in wanted:
+            # Never an empty BYTES element: one crashed this release's stub (see the module docstring).
             tensors.append(pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=object)))
-        return pb_utils.InferenceResponse(output_tensors=tensors)
+        return tensors
 
     def _inputs(self, request):
         from swallow_trt.triton_repo.pipeline import RequestError, history_of, int_of, text_of, texts_of
+        from swallow_trt.triton_repo.sampling import request_options
 
         raw = _opt(request, "text_input")
         if raw is None:
@@ -90,6 +150,7 @@ class TritonPythonModel:
         stops = texts_of(stops, "stop") if stops is not None else []
         ignore_eos = _opt(request, "ignore_eos")
         ignore_eos = bool(np.asarray(ignore_eos).reshape(-1)[0]) if ignore_eos is not None else False
+        options = request_options(lambda name: _opt(request, name))
         ids = self.prompter.encode_chat(text, history, system)
         end_id = -1 if ignore_eos or self.prompter.end_id is None else self.prompter.end_id
         # The family's stop words are its end-of-turn tokens: ignore_eos ignores them too.
@@ -102,13 +163,15 @@ class TritonPythonModel:
             pb_utils.Tensor("stop_words_list", self.prompter.stop_words_array(stops, family)),
             pb_utils.Tensor("end_id", np.array([[end_id]], dtype=np.int32)),
             pb_utils.Tensor("min_tokens", np.array([[min_tokens]], dtype=np.int32)),
+            *(pb_utils.Tensor(name, value) for name, value in options),
         ]
         return tensors, [*family, *stops]
 
-    def _chat(self, request, sender):
+    async def _chat(self, request, sender):
         from swallow_trt.triton_repo.detok import IncrementalDetokenizer
         from swallow_trt.triton_repo.pipeline import StopFilter
 
+        wanted = self._wanted(request)
         tensors, stops = self._inputs(request)
         rid = f"{self.prefix}-{next(self.ids)}"
         llm = pb_utils.InferenceRequest(
@@ -120,47 +183,58 @@ class TritonPythonModel:
         detok = IncrementalDetokenizer(self.prompter.tokenizer, prompt_ids=None)
         filt = StopFilter(stops)
         count, ended, checked = 0, False, time.monotonic()
-        for response in llm.exec(decoupled=True):
-            if response.has_error():
-                if ended:
-                    continue
-                raise RuntimeError(response.error().message())
-            out = pb_utils.get_output_tensor_by_name(response, "output_ids")
-            if ended or out is None:
-                continue  # drain the stream to its final response
-            tokens = out.as_numpy().reshape(-1).tolist()
-            count += len(tokens)
-            text = filt.feed(detok.push(tokens))
-            if text:
-                sender.send(self._response(text, count))
-            cancelled = False
-            if time.monotonic() - checked > CANCEL_CHECK_S:
-                checked = time.monotonic()
-                cancelled = request.is_cancelled()
-            if filt.stopped or cancelled:
-                ended = True
-                self._stop(rid)
-                if cancelled:
-                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                    sender = None
+        iterator = await llm.async_exec(decoupled=True)
+        response = None
+        try:
+            while True:
+                response = await self._next(iterator)
+                if response is _END:
+                    break
+                if response.has_error():
+                    if ended:
+                        continue
+                    raise RuntimeError(response.error().message())
+                out = pb_utils.get_output_tensor_by_name(response, "output_ids")
+                if ended or out is None:
+                    continue  # drain the stream to its final response
+                tokens = out.as_numpy().reshape(-1).tolist()
+                count += len(tokens)
+                text = filt.feed(detok.push(tokens))
+                if text:
+                    self._send(sender, self._tensors(wanted, text, count))
+                cancelled = False
+                if time.monotonic() - checked > CANCEL_CHECK_S:
+                    checked = time.monotonic()
+                    cancelled = request.is_cancelled()
+                if filt.stopped or cancelled:
+                    ended = True
+                    await self._stop(rid)
+                    if cancelled:
+                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                        sender = None
+        finally:
+            self._retire(iterator, llm, response, tensors)
         if sender is not None:
-            sender.send(
-                self._response(filt.feed(detok.flush()) + filt.close(), count),
-                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-            )
+            self._send(sender, self._tensors(wanted, filt.feed(detok.flush()) + filt.close(), count), final=True)
 
-    def _stop(self, rid):
+    async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
+        inputs = [
+            pb_utils.Tensor("input_ids", np.array([[0]], dtype=np.int32)),
+            pb_utils.Tensor("input_lengths", np.array([[1]], dtype=np.int32)),
+            pb_utils.Tensor("request_output_len", np.array([[1]], dtype=np.int32)),
+            pb_utils.Tensor("stop", np.array([[True]], dtype=bool)),
+        ]
         stop = pb_utils.InferenceRequest(
-            model_name=self.llm,
-            inputs=[
-                pb_utils.Tensor("input_ids", np.array([[0]], dtype=np.int32)),
-                pb_utils.Tensor("input_lengths", np.array([[1]], dtype=np.int32)),
-                pb_utils.Tensor("request_output_len", np.array([[1]], dtype=np.int32)),
-                pb_utils.Tensor("stop", np.array([[True]], dtype=bool)),
-            ],
-            requested_output_names=["output_ids"],
-            request_id=rid,
+            model_name=self.llm, inputs=inputs, requested_output_names=["output_ids"], request_id=rid
         )
-        for _ in stop.exec(decoupled=True):
-            pass
+        iterator = await stop.async_exec(decoupled=True)
+        last = None
+        try:
+            while (item := await self._next(iterator)) is not _END:
+                last = item
+        finally:
+            self._retire(iterator, stop, last, inputs)
+
+    def finalize(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
