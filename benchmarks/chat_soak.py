@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -41,25 +40,10 @@ PROMPTS = [
 
 
 def _repo(root: Path, token_ms: float) -> Path:
-    from swallow_trt.triton_repo.configs import from_pbtxt, to_pbtxt
-    from swallow_trt.triton_repo.repo import RepoSpec, write_repo
-    from tests.fixtures.tiny import make_tokenizer
+    from tests.fixtures.schedule_repo import schedule_repo
 
-    ckpt = root / "ckpt"
-    make_tokenizer("llama31").save_pretrained(ckpt)
-    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
-    repo = write_repo(
-        RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=None, max_batch_size=64, max_input_len=4096),
-        root / "repo",
-    )
-    llm = repo / "tensorrt_llm"
-    shutil.copyfile(ROOT / "tests" / "triton_models" / "schedule" / "model.py", llm / "1" / "model.py")
-    config = from_pbtxt((llm / "config.pbtxt").read_text(encoding="utf-8"))
     schedule = {"first_token_ms": "5", "token_interval_ms": str(token_ms), "require_forced_length": "false"}
-    for key, value in schedule.items():
-        config.parameters[key].string_value = value
-    (llm / "config.pbtxt").write_text(to_pbtxt(config), encoding="utf-8")
-    return repo
+    return schedule_repo(root, schedule)
 
 
 def _stubs(server: Any) -> set[int]:

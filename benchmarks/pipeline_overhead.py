@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -51,27 +50,9 @@ SCHEDULE = {"first_token_ms": "0", "token_interval_ms": "0", "tokens_per_respons
 
 
 def _repo(root: Path) -> Path:
-    """The shipped repository for a tiny tokenizer, its ``tensorrt_llm`` model the zero-delay schedule model."""
-    from swallow_trt.triton_repo.configs import from_pbtxt, to_pbtxt
-    from swallow_trt.triton_repo.repo import RepoSpec, write_repo
-    from tests.fixtures.tiny import make_tokenizer
+    from tests.fixtures.schedule_repo import schedule_repo
 
-    ckpt = root / "ckpt"
-    make_tokenizer("llama31").save_pretrained(ckpt)
-    # write_repo wants a Hugging Face checkpoint; only the tokenizer is read (the weights would be
-    # served by the reference backend, which the schedule model replaces).
-    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
-    repo = write_repo(
-        RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=None, max_batch_size=64, max_input_len=4096),
-        root / "repo",
-    )
-    llm = repo / "tensorrt_llm"
-    shutil.copyfile(ROOT / "tests" / "triton_models" / "schedule" / "model.py", llm / "1" / "model.py")
-    config = from_pbtxt((llm / "config.pbtxt").read_text(encoding="utf-8"))
-    for key, value in SCHEDULE.items():
-        config.parameters[key].string_value = value
-    (llm / "config.pbtxt").write_text(to_pbtxt(config), encoding="utf-8")
-    return repo
+    return schedule_repo(root, SCHEDULE)
 
 
 def _point(url: str, model: str, level: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
