@@ -14,6 +14,7 @@ from swallow_trt.builders.quantize_stage import (
     QuantizeResult,
     Reporter,
     SilentReporter,
+    check_calibration,
     run_quantize,
 )
 from swallow_trt.builders.stage import write_json_atomic
@@ -43,6 +44,7 @@ class BuildResult:
 
 def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResult:
     ui: Reporter = reporter or SilentReporter()
+    check_calibration(req.calibration)
     plan = make_plan(req.plan)
     if req.dry_run:
         return BuildResult(plan=plan, dry_run=True)

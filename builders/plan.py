@@ -14,6 +14,7 @@ from pathlib import Path
 
 from swallow_trt.arch import ModelArch
 from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
+from swallow_trt.checks import output_dir
 from swallow_trt.errors import DoesNotFitError, InvalidCombinationError, UsageError
 from swallow_trt.hw import host_ram_bytes
 from swallow_trt.profiles import GpuSpec, Profile, get_target, load_profile_file
@@ -434,6 +435,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
     for name in ("tp", "pp", "gpus", "max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens",
                  "moe_tp_size", "moe_ep_size"):  # fmt: skip
         _positive("--" + name.replace("_", "-"), getattr(req, name))
+    output_dir(req.out)
     model = resolve_model(req.model)
     arch = model.arch
     name = model.display_name

@@ -35,10 +35,11 @@ from swallow_trt.builders.plan import (
     stage_root,
 )
 from swallow_trt.builders.stage import StageDir, stage_key
+from swallow_trt.checks import at_least, output_dir
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
 from swallow_trt.proc import die_with_parent, stop_group, tail
 from swallow_trt.profiles import Profile, get_target
-from swallow_trt.quantize.calib import calibration_texts
+from swallow_trt.quantize.calib import calibration_file, calibration_texts
 from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, inspect_checkpoint
 from swallow_trt.quantize.formats import DTYPE_BYTES, FORMATS
 from swallow_trt.quantize.validate import Expected, raise_if_invalid, validate_export
@@ -100,19 +101,22 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def _check_numbers(req: QuantizeRequest) -> None:
+def check_calibration(cal: CalibSettings) -> None:
+    """The calibration options, before anything runs (``build --dry-run`` too); a file is not read here."""
     for flag, value, low in (
-        ("--tp", req.tp, 1),
-        ("--pp", req.pp, 1),
-        ("--calib-size", req.calibration.calib_size, 1),
-        ("--calib-max-seq-len", req.calibration.calib_max_seq_len, 16),
-        ("--eval-samples", req.calibration.eval_samples, 0),
-        ("--eval-seq-len", req.calibration.eval_seq_len, 16),
+        ("--calib-size", cal.calib_size, 1),
+        ("--calib-max-seq-len", cal.calib_max_seq_len, 16),
+        ("--eval-samples", cal.eval_samples, 0),
+        ("--eval-seq-len", cal.eval_seq_len, 16),
     ):
-        if value < low:
-            raise UsageError(
-                f"{flag} must be at least {low}, got {value}", f"pass {flag} {max(low, 1)} or more"
-            )
+        at_least(flag, value, low)
+    calibration_file(cal.calib)
+
+
+def _check_numbers(req: QuantizeRequest) -> None:
+    at_least("--tp", req.tp, 1)
+    at_least("--pp", req.pp, 1)
+    check_calibration(req.calibration)
 
 
 def resolve_formats(
@@ -229,6 +233,7 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
         .expanduser()
         .absolute()
     )
+    output_dir(out)
     check_resources(model.arch, qformat, dtype, req, out, download=model.local_path is None)
 
     if model.local_path is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from swallow_trt.builders.quantize_stage import QuantizeRequest, Reporter, SilentReporter, run_quantize
+from swallow_trt.checks import output_dir
 from swallow_trt.quantize.worker import CalibSettings
 
 # Named like the registry's release so that its chat format (Llama-3 header) and stop word apply.
@@ -63,6 +64,7 @@ def run_quickstart(
     from swallow_trt.triton_repo.server import TritonServer
 
     ui: Reporter = reporter or SilentReporter()
+    output_dir(req.out)
     out = req.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -35,19 +35,49 @@ def chat(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens to generate.")] = None,
     stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
     model: Annotated[str, typer.Option("--model-name", help="Streaming model in the repository.")] = "chat",
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="Your terminal's encoding (e.g. shift_jis) for the prompt and the answer (default: the locale's).",
+        ),
+    ] = None,
 ) -> None:
     from swallow_trt.errors import UsageError
-    from swallow_trt.triton_repo.client import stream_chat
+    from swallow_trt.triton_repo.client import (
+        argument_text,
+        check_encoding,
+        check_grpc_url,
+        read_text_line,
+        stream_chat,
+    )
 
+    check_encoding(encoding)
+    check_grpc_url(url)
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens must be at least 1, got {max_tokens}", "pass a positive number")
+    if prompt is not None:
+        prompt = argument_text(prompt, "the prompt", encoding)
+        if not prompt.strip():
+            raise UsageError(
+                "the prompt is empty",
+                'pass a message (swallow-trt chat "こんにちは"), or none for an interactive chat',
+            )
+    if system is not None:
+        system = argument_text(system, "--system", encoding)
+    stops = [argument_text(s, "--stop", encoding) for s in stop or []]
+    if any(not s for s in stops):
+        raise UsageError("--stop is empty", "pass a non-empty stop string, e.g. --stop '。'")
+    # The answer may hold characters the terminal's encoding lacks: shown as '?', not a crash mid-stream.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace", **({"encoding": encoding} if encoding else {}))
 
     history: list[tuple[str, str]] = []
 
     def answer(text: str) -> str:
         pieces = []
         for piece in stream_chat(
-            url, text, model=model, max_tokens=max_tokens, system_prompt=system, stop=stop, history=history
+            url, text, model=model, max_tokens=max_tokens, system_prompt=system, stop=stops, history=history
         ):
             pieces.append(piece)
             sys.stdout.write(piece)
@@ -59,11 +89,10 @@ def chat(
         answer(prompt)
         return
     while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            break
-        if not line.strip():
+        sys.stdout.write("> ")
+        sys.stdout.flush()
+        line = read_text_line(sys.stdin, "the prompt (stdin)", encoding)
+        if line is None or not line.strip():
             break
         if line.strip() == "/reset":
             history.clear()

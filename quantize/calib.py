@@ -67,18 +67,26 @@ def shipped_texts() -> list[str]:
     return read_jsonl(_shipped_path())
 
 
+def calibration_file(spec: str) -> Path | None:
+    """The file ``--calib`` names (checked to exist, not read), or None for ``ja`` and hub dataset ids."""
+    path = Path(spec).expanduser()
+    if spec == "ja" or not (path.suffix in (".jsonl", ".txt") or path.exists()):
+        return None
+    if not path.is_file():
+        raise UsageError(
+            f"calibration file {spec!r} {'is not a file' if path.exists() else 'does not exist'}",
+            "pass --calib ja, a .jsonl/.txt file or a dataset id",
+        )
+    return path
+
+
 def calibration_texts(spec: str) -> TextSet:
     """``ja`` | a ``.jsonl`` (field ``text``) or ``.txt`` file | a hub dataset id (needs ``datasets``)."""
     if spec == "ja":
         texts = [t for i, t in enumerate(shipped_texts()) if i % HELDOUT_EVERY]
         return TextSet("ja", texts, _digest(texts))
-    path = Path(spec).expanduser()
-    if path.suffix in (".jsonl", ".txt") or path.exists():
-        if not path.is_file():
-            raise UsageError(
-                f"calibration file {spec!r} does not exist",
-                "pass --calib ja, a .jsonl/.txt file or a dataset id",
-            )
+    path = calibration_file(spec)
+    if path is not None:
         if path.suffix == ".jsonl":
             texts = read_jsonl(path)
         elif path.suffix == ".txt":

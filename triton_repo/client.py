@@ -6,7 +6,79 @@ import queue
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from swallow_trt.errors import EnvironmentProblem, StageFailed
+from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+
+ENCODING_HINT = "set a UTF-8 locale and terminal (e.g. LANG=C.UTF-8), or pass --encoding with your terminal's (e.g. --encoding shift_jis)"
+
+
+def check_grpc_url(url: str, flag: str = "--url") -> None:
+    """``HOST:PORT`` with a port number, as tritonclient's gRPC client wants it (no scheme)."""
+    host, sep, port = url.rpartition(":")
+    if (
+        not sep
+        or not host
+        or "://" in url
+        or any(c.isspace() for c in url)
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise UsageError(
+            f"{flag} {url!r} is not HOST:PORT", f"e.g. {flag} 127.0.0.1:8001 (Triton's gRPC port)"
+        )
+
+
+def check_encoding(encoding: str | None) -> None:
+    import codecs
+
+    if encoding is None:
+        return
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(
+            f"unknown --encoding {encoding!r}", "e.g. --encoding utf-8, shift_jis, cp932 or euc_jp"
+        ) from None
+
+
+def _undecodable(what: str, encoding: str, exc: UnicodeDecodeError) -> UsageError:
+    data = exc.object[exc.start : exc.end]
+    where = f" (byte {' '.join(f'0x{b:02x}' for b in data[:4])} at offset {exc.start})" if data else ""
+    return UsageError(f"{what} is not valid {encoding} text{where}", ENCODING_HINT)
+
+
+def argument_text(value: str, what: str, encoding: str | None = None) -> str:
+    """A command-line argument as text. Python decodes argv with the locale's encoding and keeps bytes it
+    cannot decode as lone surrogates, which would fail only when the request is encoded: report them here.
+    With ``encoding``, the argument's original bytes are decoded with it instead."""
+    import os
+    import sys
+
+    if encoding is None:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            encoding = sys.getfilesystemencoding()  # decoded again below, strictly, to name the bad bytes
+    try:
+        return os.fsencode(value).decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise _undecodable(what, encoding, exc) from None
+
+
+def read_text_line(stream: Any, what: str, encoding: str | None = None) -> str | None:
+    """One line of a text stream (stdin) decoded strictly, without its newline; None at end of input."""
+    raw_stream = getattr(stream, "buffer", None)
+    if raw_stream is None:  # already text (e.g. io.StringIO)
+        line: str = stream.readline()
+        return line.removesuffix("\n") if line else None
+    raw: bytes = raw_stream.readline()
+    if not raw:
+        return None
+    name = encoding or getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return raw.decode(name).removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError as exc:
+        raise _undecodable(what, name, exc) from None
 
 
 def stream_chat(

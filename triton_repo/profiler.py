@@ -40,7 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from swallow_trt.checks import output_dir
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+from swallow_trt.triton_repo.client import check_grpc_url
 from swallow_trt.triton_repo.loadgen import Job, Kind, Target, WorkerPool
 from swallow_trt.triton_repo.perf_report import (
     Point,
@@ -131,10 +133,8 @@ class ProfileSpec:
             raise UsageError("--num-requests and --duration both given", "choose one of them")
         if not self.levels:
             raise UsageError("no load points", "pass --concurrency 1,4,16 or --request-rate 2,8")
-        if ":" not in self.url or "://" in self.url:
-            raise UsageError(
-                f"--url {self.url!r} is not HOST:PORT", "e.g. --url 127.0.0.1:8001 (Triton's gRPC port)"
-            )
+        check_grpc_url(self.url)
+        output_dir(self.out)
 
     def requests_for(self, level: float) -> int | None:
         """Requests per load point (None: the duration decides)."""

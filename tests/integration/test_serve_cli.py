@@ -74,8 +74,8 @@ def test_package_serve_chat_and_stop(tmp_path: Path) -> None:
         assert answer.returncode == 0, answer.stderr
         assert answer.stdout.strip()
         bad = cli("chat", "--url", f"127.0.0.1:{port}", "--max-tokens", "4", "   ", home=tmp_path)
-        assert bad.returncode == 1
-        assert "empty prompt" in bad.stderr
+        assert bad.returncode == 2
+        assert "the prompt is empty" in bad.stderr
     finally:
         serve.send_signal(signal.SIGINT)
         rest, err = serve.communicate(timeout=60)

@@ -18,12 +18,12 @@ from swallow_trt.cli.main import app
 from swallow_trt.errors import SwallowTrtError, UnknownModelError
 from swallow_trt.registry import load_registry
 from tests.conftest import write_hf_config
+from tests.fixtures.cli import usage_error
 
 MX = "tokyotech-llm/Swallow-MX-8x7b-NVE-v0.1"
 MS = "tokyotech-llm/Swallow-MS-7b-v0.1"
 S7B = "tokyotech-llm/Swallow-7b-hf"
 S13B = "tokyotech-llm/Swallow-13b-hf"
-HINT_SEP = " — "
 
 
 @pytest.fixture(autouse=True)
@@ -35,25 +35,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def plan(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(app, ["plan", *args], env=env)
-
-
-def usage_error(result: Result) -> tuple[str, str]:
-    """Check the one-line error contract; return (message, hint)."""
-    assert "Traceback" not in result.output
-    assert "Traceback" not in result.stderr
-    assert "Traceback" not in result.stdout
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
-    assert isinstance(result.exception, SystemExit)
-    assert result.stdout == ""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
-    message, sep, hint = line[len("error: ") :].partition(HINT_SEP)
-    assert sep, f"no hint after {HINT_SEP!r}: {line}"
-    assert message.strip()
-    assert hint.strip()
-    return message, hint
 
 
 def write_checkpoint(directory: Path, **overrides: object) -> Path:
