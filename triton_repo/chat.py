@@ -54,12 +54,15 @@ def render(
     system, turns = _check(messages)
     if system is None:
         system = default_system
+    # Whitespace is trimmed where the family's own chat template trims it (Jinja ``trim`` and Python
+    # ``strip`` are the same function), so that turn 2 of a chat whose answer ended with a newline is the
+    # prompt the model was trained on; tests/unit/test_chat_templates.py renders the real templates.
     if chat_format == "llama3":
         parts = ["<|begin_of_text|>"]
         if system:
-            parts.append(f"<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>")
+            parts.append(f"<|start_header_id|>system<|end_header_id|>\n\n{system.strip()}<|eot_id|>")
         for m in turns:
-            parts.append(f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.content}<|eot_id|>")
+            parts.append(f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.content.strip()}<|eot_id|>")
         parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
         return "".join(parts)
     if chat_format == "llama2":
@@ -68,8 +71,10 @@ def render(
             user = turns[i].content
             if i == 0 and system:
                 user = f"<<SYS>>\n{system}\n<</SYS>>\n\n{user}"
-            answer = turns[i + 1].content if i + 1 < len(turns) else None
-            out.append(f"<s>[INST] {user} [/INST]" + (f" {answer} </s>" if answer is not None else ""))
+            answer = turns[i + 1].content.strip() if i + 1 < len(turns) else None
+            out.append(
+                f"<s>[INST] {user.strip()} [/INST]" + (f" {answer} </s>" if answer is not None else "")
+            )
         return "".join(out)
     if chat_format == "alpaca-ja":
         parts = [system if system and system != DEFAULT_SYSTEM_PROMPT else ALPACA_PREAMBLE]

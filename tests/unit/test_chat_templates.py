@@ -1,0 +1,84 @@
+"""The project's chat renderer produces exactly what each family's own chat template renders, on
+multi-turn Japanese histories whose messages carry the whitespace real chats have (an answer ending with a
+newline, leading spaces, an ideographic space), rendered with transformers' own Jinja renderer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT
+from swallow_trt.triton_repo.chat import Message, render
+from tests.fixtures.chat_templates import ALPACA_JA, LLAMA2, LLAMA3, SPECIAL_TOKENS
+
+pytest.importorskip("jinja2")
+
+TEMPLATES = {"llama3": LLAMA3, "llama2": LLAMA2}
+
+HISTORIES: dict[str, list[Message]] = {
+    "one user turn": [Message("user", "日本の首都はどこですか？")],
+    "system and two turns, answer ends with a newline": [
+        Message("system", "簡潔に答えてください。"),
+        Message("user", "日本の首都はどこですか？"),
+        Message("assistant", "東京です。\n"),
+        Message("user", "人口は？"),
+    ],
+    "leading spaces and blank lines": [
+        Message("system", "\nあなたは誠実で優秀な日本人のアシスタントです。  "),
+        Message("user", "  富士山の高さは？\n\n"),
+        Message("assistant", "  3,776 メートルです。\n\n"),
+        Message("user", "\tでは、北岳は？ "),
+    ],
+    "ideographic spaces and inner newlines kept": [
+        Message("user", "　俳句を一つ詠んでください。　"),
+        Message("assistant", "古池や\n蛙飛び込む\n水の音\n"),
+        Message("user", "季語は何ですか？\n"),
+        Message("assistant", "「蛙」で、春の季語です。\r\n"),
+        Message("user", "ありがとう。"),
+    ],
+}
+
+
+def reference(chat_format: str, messages: list[Message]) -> str:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    conversation = [{"role": m.role, "content": m.content} for m in messages]
+    rendered: Any
+    rendered, _ = render_jinja_template(
+        conversations=[conversation],
+        chat_template=TEMPLATES[chat_format],
+        add_generation_prompt=True,
+        **SPECIAL_TOKENS[chat_format],
+    )
+    text: str = rendered[0]
+    return text
+
+
+@pytest.mark.parametrize("chat_format", list(TEMPLATES))
+@pytest.mark.parametrize("history", list(HISTORIES))
+def test_renderer_equals_the_family_template(chat_format: str, history: str) -> None:
+    messages = HISTORIES[history]
+    assert render(chat_format, messages, default_system=None) == reference(chat_format, messages)
+
+
+@pytest.mark.parametrize("chat_format", list(TEMPLATES))
+def test_default_system_prompt_is_a_system_message(chat_format: str) -> None:
+    """Without a system message the renderer adds the model's default one, as if the user had sent it."""
+    turns = HISTORIES["ideographic spaces and inner newlines kept"]
+    expected = reference(chat_format, [Message("system", DEFAULT_SYSTEM_PROMPT), *turns])
+    assert render(chat_format, turns) == expected
+
+
+def test_turn_two_prompt_does_not_depend_on_the_answer_s_trailing_newline() -> None:
+    """The issue's case: an answer streamed with a final newline must not change the next prompt."""
+    for chat_format in TEMPLATES:
+        with_newline = HISTORIES["system and two turns, answer ends with a newline"]
+        without = [*with_newline[:2], Message("assistant", "東京です。"), with_newline[3]]
+        assert render(chat_format, with_newline) == render(chat_format, without)
+
+
+def test_alpaca_ja_single_instruction_equals_the_card() -> None:
+    instruction = "日本で一番高い山は何ですか？"
+    expected = ALPACA_JA.format(instruction=instruction)
+    assert render("alpaca-ja", [Message("user", instruction)]) == expected
