@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from swallow_trt.builders.engine_rules import timing_cache_name
 from swallow_trt.builders.plan import Plan, PlanRequest, make_plan, stage_dirs
 from swallow_trt.builders.quantize_stage import (
     QuantizeRequest,
@@ -19,6 +20,9 @@ from swallow_trt.builders.quantize_stage import (
 )
 from swallow_trt.builders.stage import write_json_atomic
 from swallow_trt.quantize.worker import CalibSettings
+
+if TYPE_CHECKING:
+    from swallow_trt.builders.environment import BuildEnvironment
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,15 @@ class BuildResult:
     engine: Any = None  # EngineResult (imported lazily with the engine stage)
     manifest_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_timing_cache(planned: Path | None, env: BuildEnvironment) -> Path | None:
+    """The plan keys the timing cache by a GPU of the target and the pinned TensorRT; the build knows
+    the GPU and TensorRT it really has. With TensorRT's version unknown no cache is shared: TensorRT
+    refuses a cache from another version (ignore_mismatch=False) rather than ignoring it."""
+    if planned is None or not env.gpus or env.tensorrt is None:
+        return None
+    return planned.parent / timing_cache_name(env.gpus[0].name, env.gpus[0].sm, env.tensorrt)
 
 
 def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResult:
@@ -77,7 +90,11 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
     t1 = time.time()
     ui.phase(("cache hit: " if ckpt.cached else "checkpoint ready: ") + str(ckpt.out))
     ui.phase(f"stage 2/2: engine -> {dirs['engine']}")
-    spec = replace(plan.engine, workers=max(1, min(plan.world_size, len(env.gpus))))
+    spec = replace(
+        plan.engine,
+        workers=max(1, min(plan.world_size, len(env.gpus))),
+        timing_cache=build_timing_cache(plan.engine.timing_cache, env),
+    )
     engine = run_engine_stage(
         spec, ckpt.manifest, env, timeout_s=req.build_timeout_s, force=req.force, reporter=ui
     )
@@ -90,6 +107,7 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
             "target": plan.profile.name,
             "qformat": plan.qformat,
             "kv_cache_dtype": plan.kv_cache_dtype,
+            "engine_settings": plan.settings.to_json(),
             "tp": plan.tp,
             "pp": plan.pp,
             "checkpoint": {"path": str(ckpt.out), "key": ckpt.manifest.get("key"), "cached": ckpt.cached},

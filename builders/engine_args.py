@@ -1,7 +1,9 @@
 """The ``trtllm-build`` argv for an in-flight-batching engine, from a target profile plus overrides.
 
-Every flag emitted is in the pinned TensorRT-LLM 1.2.x flag set (data/tensorrt-llm-1.2.json); the
-tests check every profile x format combination against that file.
+Every flag emitted is in the pinned TensorRT-LLM 1.2.x parser (data/tensorrt-llm-1.2.json), and every
+attention setting and ``max_num_tokens`` carry the value the engine will really have (the effective
+settings of builders/engine_rules.py), so trtllm-build has nothing to override. The tests check every
+argv the dry-run path can emit against both.
 """
 
 from __future__ import annotations
@@ -26,24 +28,14 @@ class EngineSpec:
     max_beam_width: int
     tokens_per_block: int
     gpt_attention_plugin: str
+    # Effective values (builders/engine_rules.py), not the profile's requests.
     context_fmha: bool
     use_paged_context_fmha: bool
-    allow_fp8_context_fmha: bool
+    use_fp8_context_fmha: bool
     multiple_profiles: bool
     fp8_gemm_plugin: str
     workers: int
     timing_cache: Path | None = None
-
-    @property
-    def fp8_context_fmha(self) -> bool:
-        """FP8 context FMHA: Hopper only, and only with FP8 weights and an FP8 KV cache."""
-        return (
-            self.allow_fp8_context_fmha
-            and self.sm == 90
-            and self.qformat == "fp8"
-            and self.kv_cache_dtype == "fp8"
-            and self.context_fmha
-        )
 
     @property
     def gemm_plugin(self) -> str:
@@ -77,7 +69,7 @@ def trtllm_build_argv(spec: EngineSpec) -> list[str]:
         "--context_fmha", _flag(spec.context_fmha),
         # Paged context FMHA is what lets Triton enable chunked context at run time.
         "--use_paged_context_fmha", _flag(spec.use_paged_context_fmha),
-        "--use_fp8_context_fmha", _flag(spec.fp8_context_fmha),
+        "--use_fp8_context_fmha", _flag(spec.use_fp8_context_fmha),
         "--gemm_plugin", spec.gemm_plugin,
         "--multiple_profiles", _flag(spec.multiple_profiles),
         "--workers", str(spec.workers),

@@ -49,6 +49,24 @@ def build_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def overridden(spec: EngineSpec, engine_config: dict[str, Any] | None) -> list[str]:
+    """Settings the engine's config.json has other than asked: the rules of engine_rules.py were
+    meant to leave trtllm-build nothing to change, so each one is a drift from upstream to report."""
+    build = (engine_config or {}).get("build_config") or {}
+    plugin = build.get("plugin_config") or {}
+    asked: dict[str, tuple[dict[str, Any], Any]] = {
+        "context_fmha": (plugin, spec.context_fmha),
+        "use_paged_context_fmha": (plugin, spec.use_paged_context_fmha),
+        "use_fp8_context_fmha": (plugin, spec.use_fp8_context_fmha),
+        "max_num_tokens": (build, spec.max_num_tokens),
+    }
+    return [
+        f"{name}: asked {want}, the engine has {where[name]}"
+        for name, (where, want) in asked.items()
+        if name in where and where[name] != want
+    ]
+
+
 def run_engine_stage(
     spec: EngineSpec,
     checkpoint_manifest: dict[str, Any],
@@ -141,6 +159,9 @@ def run_engine_stage(
                 engine_config = json.loads((temp / "config.json").read_text())
             except (OSError, json.JSONDecodeError):
                 engine_config = None
+            changed = overridden(spec, engine_config)
+            for change in changed:
+                ui.warn(f"trtllm-build overrode {change} (chunked context follows the engine's config.json)")
             manifest = {
                 "stage": "engine",
                 "key": key,
@@ -154,6 +175,7 @@ def run_engine_stage(
                 "qformat": spec.qformat,
                 "kv_cache_dtype": spec.kv_cache_dtype,
                 "build_config": (engine_config or {}).get("build_config"),
+                "overridden_by_trtllm_build": changed,
                 "command": [a.replace(str(temp), str(out)) for a in argv],
                 "timings": {"trtllm_build_s": time.time() - started},
             }

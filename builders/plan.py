@@ -14,6 +14,14 @@ from pathlib import Path
 
 from swallow_trt.arch import ModelArch
 from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
+from swallow_trt.builders.engine_rules import (
+    AttentionRequest,
+    EngineSettings,
+    choose_kv_cache_dtype,
+    engine_settings,
+    pinned_tensorrt,
+    timing_cache_name,
+)
 from swallow_trt.checks import output_dir
 from swallow_trt.errors import DoesNotFitError, InvalidCombinationError, UsageError
 from swallow_trt.hw import host_ram_bytes
@@ -152,6 +160,7 @@ class Plan:
     gpus: list[GpuPlan]
     host: HostPlan
     engine: EngineSpec
+    settings: EngineSettings  # effective attention settings and max_num_tokens, with their reasons
     commands: dict[str, list[str]]
     notes: list[str] = field(default_factory=list)
 
@@ -456,16 +465,21 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
     check_tp(arch, tp, qformat, name)
     check_pp(arch, pp, name)
     moe_tp, moe_ep = _moe_sizes(arch, tp, req.moe_tp_size, req.moe_ep_size, name)
-    kv = req.kv_cache_dtype or (profile.formats.kv_cache_dtype if qformat != "full_prec" else "auto")
-    if req.kv_cache_dtype is None and kv not in KV_BY_CLASS[arch.hf_class]:
-        kv = "auto"
-    check_kv(profile, arch, kv, name)
     dtype = req.dtype or (arch.torch_dtype if arch.torch_dtype in ("bfloat16", "float16") else "bfloat16")
     if dtype not in ("bfloat16", "float16"):
         raise UsageError(f"unknown --dtype {dtype!r}", "choose bfloat16 or float16")
+    b = profile.build
+    attention = AttentionRequest(b.context_fmha, b.use_paged_context_fmha, b.use_fp8_context_fmha)
+    kv_choice = choose_kv_cache_dtype(
+        sm=profile.sm, qformat=qformat, dtype=dtype, requested=req.kv_cache_dtype,
+        profile_kv=profile.formats.kv_cache_dtype, allowed=KV_BY_CLASS[arch.hf_class],
+        keep_chunked_context=profile.formats.keep_chunked_context,
+        chunked_context=profile.runtime.enable_chunked_context, req=attention,
+    )  # fmt: skip
+    kv = kv_choice.value
+    check_kv(profile, arch, kv, name)
     dtype_bytes = DTYPE_BYTES[dtype]
 
-    b = profile.build
     positions = arch.max_position_embeddings
     if req.max_seq_len is not None and req.max_seq_len > positions:
         raise InvalidCombinationError(
@@ -484,12 +498,28 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         )
     max_input_len = req.max_input_len or min(b.max_input_len, max_seq_len // 2)
     max_batch_size = req.max_batch_size or b.max_batch_size
-    max_num_tokens = req.max_num_tokens or b.max_num_tokens
-    if max_num_tokens < max_input_len and not profile.runtime.enable_chunked_context:
+    settings = engine_settings(
+        sm=profile.sm, qformat=qformat, dtype=dtype, kv=kv_choice, req=attention,
+        chunked_context=profile.runtime.enable_chunked_context,
+        max_num_tokens=req.max_num_tokens or b.max_num_tokens, max_batch_size=max_batch_size,
+        max_seq_len=max_seq_len, max_input_len=max_input_len, tokens_per_block=b.tokens_per_block,
+    )  # fmt: skip
+    max_num_tokens = settings.max_num_tokens.value
+    if max_num_tokens != (req.max_num_tokens or b.max_num_tokens):
+        notes.append(f"max_num_tokens {settings.max_num_tokens.reason}")
+    if max_num_tokens < max_input_len and not settings.chunked_context.value:
         raise InvalidCombinationError(
-            f"max_num_tokens {max_num_tokens} is below max_input_len {max_input_len} and chunked context is off",
-            f"use --max-num-tokens {max_input_len} or more, or enable chunked context in the profile",
+            f"max_num_tokens {max_num_tokens} is below max_input_len {max_input_len} and chunked context is "
+            f"off: {settings.chunked_context.reason}",
+            f"use --max-num-tokens {max_input_len} or more"
+            + (
+                ", or --kv-cache-dtype auto"
+                if "--kv-cache-dtype auto" in settings.chunked_context.reason
+                else ""
+            ),
         )
+    if profile.runtime.enable_chunked_context and not settings.chunked_context.value:
+        notes.append(f"chunked context is off: {settings.chunked_context.reason}")
 
     kv_elem = kv_bytes_per_element(kv, dtype)
     lay = layout_for(arch, tp, pp, qformat, moe_tp, moe_ep)
@@ -553,7 +583,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
             f"{(host.host_ram_bytes or 0) / GIB:.0f} GiB (quantize refuses without --force)"
         )
     engine = engine_spec(req, profile, model, qformat, kv, tp, pp, gpu_count,
-                         max_batch_size, max_input_len, max_seq_len, max_num_tokens)  # fmt: skip
+                         max_batch_size, max_input_len, max_seq_len, settings)  # fmt: skip
     plan = Plan(
         model=model,
         profile=profile,
@@ -575,6 +605,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         gpus=gpu_plans,
         host=host,
         engine=engine,
+        settings=settings,
         commands={},
         notes=notes,
     )
@@ -626,12 +657,19 @@ def stage_dirs(
     }
 
 
+def timing_cache_gpu(req: PlanRequest, profile: Profile) -> str:
+    """The GPU model a plan keys its timing cache by: the one named by --gpu, else the target's first;
+    ``build`` re-keys it by the GPU it detects and the TensorRT it finds."""
+    return profile.gpu(req.gpu)[0].name
+
+
 def engine_spec(req: PlanRequest, profile: Profile, model: ResolvedModel, qformat: str, kv: str, tp: int, pp: int,
                 gpu_count: int, max_batch_size: int, max_input_len: int, max_seq_len: int,
-                max_num_tokens: int) -> EngineSpec:  # fmt: skip
+                effective: EngineSettings) -> EngineSpec:  # fmt: skip
     dirs = stage_dirs(req, model, profile, qformat, kv, tp, pp)
     b = profile.build
     settings = load_settings()
+    cache_name = timing_cache_name(timing_cache_gpu(req, profile), profile.sm, pinned_tensorrt())
     return EngineSpec(
         checkpoint_dir=dirs["checkpoint"],
         output_dir=dirs["engine"],
@@ -641,17 +679,17 @@ def engine_spec(req: PlanRequest, profile: Profile, model: ResolvedModel, qforma
         max_batch_size=max_batch_size,
         max_input_len=max_input_len,
         max_seq_len=max_seq_len,
-        max_num_tokens=max_num_tokens,
+        max_num_tokens=effective.max_num_tokens.value,
         max_beam_width=b.max_beam_width,
         tokens_per_block=b.tokens_per_block,
         gpt_attention_plugin=b.gpt_attention_plugin,
-        context_fmha=b.context_fmha,
-        use_paged_context_fmha=b.use_paged_context_fmha,
-        allow_fp8_context_fmha=b.use_fp8_context_fmha,
+        context_fmha=effective.context_fmha.value,
+        use_paged_context_fmha=effective.use_paged_context_fmha.value,
+        use_fp8_context_fmha=effective.use_fp8_context_fmha.value,
         multiple_profiles=b.multiple_profiles,
         fp8_gemm_plugin=b.fp8_gemm_plugin,
         workers=max(1, min(tp * pp, gpu_count)),
-        timing_cache=settings.home / "timing-cache" / f"{profile.name}-sm{profile.sm}.cache",
+        timing_cache=settings.home / "timing-cache" / cache_name,
     )
 
 

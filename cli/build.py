@@ -162,6 +162,7 @@ def render(result: BuildResult, as_json: bool) -> None:
                 "checkpoint": {"path": str(result.checkpoint.out), "cached": result.checkpoint.cached},
                 "engine": {"path": str(result.engine.out), "cached": result.engine.cached},
                 "manifest": str(result.manifest_path),
+                "engine_settings": result.plan.settings.to_json(),
                 "timings": result.timings,
             }
         )
@@ -173,6 +174,8 @@ def render(result: BuildResult, as_json: bool) -> None:
     out(f"  checkpoint: {result.checkpoint.out}{' (cache hit)' if result.checkpoint.cached else ''}")
     out(f"  engine:     {result.engine.out}{' (cache hit)' if result.engine.cached else ''}")
     out(f"  manifest:   {result.manifest_path}")
+    c = p.settings.chunked_context
+    out(f"  chunked context {'on' if c.value else 'off'}: {c.reason}")
     out(
         "next: package the engine directory into a Triton model repository (swallow-trt package is not in this version yet)"
     )

@@ -128,6 +128,8 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
         "max_input_len": p.max_input_len,
         "max_seq_len": p.max_seq_len,
         "max_num_tokens": p.max_num_tokens,
+        "engine_settings": p.settings.to_json(),
+        "timing_cache": str(p.engine.timing_cache) if p.engine.timing_cache else None,
         "kv_bytes_per_token": p.kv_bytes_per_token,
         "kv_bytes_per_token_per_gpu": p.kv_bytes_per_token_per_gpu,
         "gpus": [
@@ -184,6 +186,8 @@ def render(p: Plan) -> None:
     out(f"KV cache {p.kv_bytes_per_token:,} B per token (whole model), "
         f"{p.kv_bytes_per_token_per_gpu:,} B per token per GPU")  # fmt: skip
     out()
+    render_engine_settings(p)
+    out()
     rows: list[list[str]] = [
         ["fits", *("yes" if g.fits else f"NO, short {gib(g.shortfall_bytes)}" for g in p.gpus)],
         ["GPU memory", *(f"{g.gpu.memory_gib:g} GiB" for g in p.gpus)],
@@ -215,3 +219,24 @@ def render(p: Plan) -> None:
         out("  " + command_line(argv))
     for note in p.notes:
         out(f"note: {note}")
+
+
+SETTING_LABELS = {
+    "kv_cache_dtype": "KV cache dtype",
+    "context_fmha": "context FMHA",
+    "use_paged_context_fmha": "paged context FMHA",
+    "use_fp8_context_fmha": "FP8 context FMHA",
+    "chunked_context": "chunked context",
+    "max_num_tokens": "max_num_tokens",
+}
+
+
+def render_engine_settings(p: Plan) -> None:
+    out("engine   what trtllm-build will build, and why:")
+    for name, d in p.settings.to_json().items():
+        value = d["value"]
+        shown = ("on" if value else "off") if isinstance(value, bool) else str(value)
+        out(f"  {SETTING_LABELS[name]:<19} {shown:<6} {d['reason']}")
+    if p.engine.timing_cache is not None:
+        out(f"  {'timing cache':<19} {p.engine.timing_cache.name} (one per GPU model and TensorRT version; "
+            "build keys it by the GPU it detects and the TensorRT it finds)")  # fmt: skip

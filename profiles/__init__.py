@@ -39,6 +39,11 @@ class FormatSettings:
     supported: list[QFormatName]
     default: QFormatName
     kv_cache_dtype: KvDtype  # KV dtype used with quantised formats unless --kv-cache-dtype says otherwise
+    # trtllm-build switches paged context FMHA, and so chunked context, off for an FP8 KV cache under
+    # weights whose attention is not FP8 (int4_awq, int8_sq, weight-only). True: those formats get the
+    # model dtype's KV cache instead (chunked context kept, twice the KV memory per token); False: they
+    # keep kv_cache_dtype and run without chunked context. --kv-cache-dtype always wins.
+    keep_chunked_context: bool = True
 
     def __post_init__(self) -> None:
         if self.default not in self.supported:
@@ -124,8 +129,8 @@ class Profile:
             raise ValueError(
                 f"KV-cache dtype {self.formats.kv_cache_dtype!r} is not supported on sm{self.sm}"
             )
-        if self.build.use_fp8_context_fmha and self.sm != 90:
-            raise ValueError("use_fp8_context_fmha is Hopper-only (sm90)")
+        if self.build.use_fp8_context_fmha and self.sm < 89:
+            raise ValueError("use_fp8_context_fmha needs Ada or Hopper (sm89 or later)")
         if self.runtime.enable_chunked_context and not self.build.use_paged_context_fmha:
             raise ValueError("enable_chunked_context needs build.use_paged_context_fmha: true")
         if any(g.fp8_tflops is None for g in self.gpus) and "fp8" in self.formats.supported:

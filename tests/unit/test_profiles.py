@@ -31,7 +31,11 @@ def test_profile_is_valid_and_matches_gpu_facts(name: str) -> None:
     if p.sm < 89:
         assert not {"fp8", "w4a8_awq", "nvfp4"} & set(p.formats.supported)
         assert p.formats.kv_cache_dtype != "fp8"
-    assert p.build.use_fp8_context_fmha == (p.sm == 90)
+    # trtllm-build runs FP8 context FMHA on sm89 and later (and switches it on itself there for FP8
+    # weights with an FP8 KV cache), and never below.
+    assert p.build.use_fp8_context_fmha == (p.sm >= 89)
+    # Quantised formats whose attention is not FP8 keep chunked context by default (model-dtype KV).
+    assert p.formats.keep_chunked_context
     # In-flight batching with chunked context: paged context FMHA must be on.
     assert p.build.use_paged_context_fmha
     assert p.runtime.enable_chunked_context
