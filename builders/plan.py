@@ -726,6 +726,15 @@ def raise_does_not_fit(plan: Plan, req: PlanRequest, suggest: bool) -> None:
     worst = min(plan.gpus, key=lambda g: g.shortfall_bytes)
     arch = plan.model.arch
     options: list[str] = []
+    small_kv = plan.profile.formats.kv_cache_dtype
+    if suggest and req.kv_cache_dtype is None and plan.kv_cache_dtype == "auto" and small_kv != "auto":
+        # The model-dtype KV cache was chosen to keep chunked context; the smaller one may fit.
+        try:
+            alt = make_plan(replace(req, kv_cache_dtype=small_kv, gpu=worst.gpu.name), suggest=False)
+        except UsageError:
+            alt = None
+        if alt is not None and any(g.fits for g in alt.gpus):
+            options.append(f"--kv-cache-dtype {small_kv} (without chunked context)")
     current = FORMATS[plan.qformat].weight_bytes if plan.qformat != "full_prec" else 2.0
     candidates = [plan.qformat] + [
         f

@@ -271,3 +271,15 @@ def test_stand_in_engine_config_decides_chunked_context_as_planned(tmp_path: Pat
     config = json.loads((engine / "config.json").read_text())
     assert overridden(plan.engine, config) == []
     assert read_engine(engine).enable_chunked_context is chunked is plan.settings.chunked_context.value
+
+
+def test_does_not_fit_suggests_the_fp8_kv_cache_when_it_was_traded_for_chunked_context() -> None:
+    from swallow_trt.errors import DoesNotFitError
+
+    with pytest.raises(DoesNotFitError) as info:
+        make_plan(PlanRequest(model="8b", target="ada", gpu="L4", qformat="int4_awq", max_seq_len=131072))
+    assert "--kv-cache-dtype fp8 (without chunked context)" in (info.value.hint or "")
+    fits = make_plan(PlanRequest(model="8b", target="ada", gpu="L4", qformat="int4_awq", max_seq_len=131072,
+                                 kv_cache_dtype="fp8"))  # fmt: skip
+    assert fits.gpus[0].fits
+    assert fits.settings.chunked_context.value is False
