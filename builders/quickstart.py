@@ -36,7 +36,10 @@ class QuickstartRequest:
     out: Path
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 48
-    ready_timeout_s: float = 300.0
+    # A server that fails to start exits (a model that fails to load stops it), which the wait sees at
+    # once; the deadline only bounds a hang, so it is far above a healthy start on a loaded 2-core machine
+    # (300 s was hit at a load average of 15).
+    ready_timeout_s: float = 1800.0
 
 
 def _tiny_model(directory: Path) -> Path:
@@ -102,7 +105,10 @@ def run_quickstart(
     timings["package_s"] = time.time() - t
 
     t = time.time()
-    ui.phase("5/5 starting Triton (nvidia-pytriton's server, CPU) and streaming a Japanese chat answer")
+    ui.phase(
+        "5/5 starting Triton (nvidia-pytriton's server, CPU) and streaming a Japanese chat answer "
+        f"(loading the models can take minutes on a busy machine; giving up after {req.ready_timeout_s:g} s)"
+    )
     pieces: list[str] = []
     with TritonServer(repo, log_path=out / "tritonserver.log") as server:
         server.start(timeout_s=req.ready_timeout_s)
