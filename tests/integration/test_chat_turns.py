@@ -92,3 +92,36 @@ def test_japanese_turns_exact_without_stub_death(tmp_path: Path, kind: str, chat
             for t, (pieces, text) in enumerate(zip(got, want, strict=True)):
                 assert "".join(pieces) == text, f"conversation {c} turn {t}"
                 assert all("\ufffd" not in p for p in pieces), f"conversation {c} turn {t}"
+
+
+def test_one_chat_instance_interleaves_streams(tmp_path: Path) -> None:
+    """Eight streams on ONE chat instance run at once: every stream gets its first piece before any
+    stream gets its last (a chat model that served one request at a time would finish the first stream
+    before the second began). Asserted on the order of events, not on times."""
+    import threading
+
+    from tests.fixtures.schedule_repo import schedule_repo
+
+    schedule = {"first_token_ms": "0", "token_interval_ms": "20", "require_forced_length": "false"}
+    repo = schedule_repo(tmp_path, schedule, chat_instances=1)
+    events: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def run(n: int, url: str) -> None:
+        for i, _ in enumerate(stream_chat(url, f"こんにちは{n}", max_tokens=60, timeout_s=120)):
+            with lock:
+                events.append((n, "first" if i == 0 else "piece"))
+        with lock:
+            events.append((n, "last"))
+
+    with TritonServer(repo, log_path=tmp_path / "server.log") as server:
+        server.start(timeout_s=600)
+        threads = [threading.Thread(target=run, args=(n, server.grpc_url)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(n for n, kind in events if kind == "last") == list(range(8))
+    first_last = next(i for i, (_, kind) in enumerate(events) if kind == "last")
+    last_first = max(i for i, (_, kind) in enumerate(events) if kind == "first")
+    assert last_first < first_last, events

@@ -29,6 +29,7 @@ engine stops working for nobody.
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import os
 import time
@@ -107,10 +108,9 @@ class TritonPythonModel:
     @staticmethod
     def _fail(sender, message):
         response = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-        try:
+        # The sender may already be closed (the stream ended before the failure).
+        with contextlib.suppress(Exception):
             sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception:  # the sender is already closed (the stream ended before the failure)
-            pass
 
     @staticmethod
     def _wanted(request):
@@ -215,7 +215,9 @@ class TritonPythonModel:
         finally:
             self._retire(iterator, llm, response, tensors)
         if sender is not None:
-            self._send(sender, self._tensors(wanted, filt.feed(detok.flush()) + filt.close(), count), final=True)
+            self._send(
+                sender, self._tensors(wanted, filt.feed(detok.flush()) + filt.close(), count), final=True
+            )
 
     async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
