@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from swallow_trt.arch import ModelArch
+from swallow_trt.arch import ModelArch, runtimes_for_class
 from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
 from swallow_trt.builders.engine_rules import (
     AttentionRequest,
@@ -33,9 +33,10 @@ from swallow_trt.quantize.formats import (
     FORMATS_BY_CLASS,
     KV_BY_CLASS,
     KV_BY_SM,
+    PYTORCH_FORMATS_BY_CLASS,
     kv_bytes_per_element,
 )
-from swallow_trt.registry import ResolvedModel, resolve_model
+from swallow_trt.registry import ResolvedModel, check_buildable, resolve_model
 from swallow_trt.settings import load_settings
 
 GIB = 2**30
@@ -49,6 +50,7 @@ HOST_RAM_FIXED = 1 * GIB
 MAX_TP = 8
 
 DEFAULT_OUT = Path("swallow-trt-out")
+RUNTIMES = ("auto", "engine", "pytorch")
 # Suggestion order when a model does not fit: accuracy first, then size.
 FORMAT_PREFERENCE = ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "int4_wo")
 
@@ -72,6 +74,34 @@ class PlanRequest:
     moe_tp_size: int | None = None
     moe_ep_size: int | None = None
     out: Path = DEFAULT_OUT
+    # "engine" for callers that build engines (build, quickstart): a model without an engine model is
+    # refused there. `plan --runtime` passes the user's choice, "auto" by default.
+    runtime: str = "engine"
+
+
+def choose_runtime(model: ResolvedModel, requested: str) -> str:
+    """``--runtime auto|engine|pytorch``: auto is the engine where an engine model exists, else pytorch."""
+    name = requested.strip().lower()
+    if name not in RUNTIMES:
+        raise UsageError(f"unknown --runtime {requested!r}", "choose engine, pytorch or auto (the default)")
+    arch = model.arch
+    available = model.registered.runtimes if model.registered else runtimes_for_class(arch.hf_class)
+    if name == "auto":
+        return "engine" if "engine" in available else "pytorch"
+    if name not in available:
+        if name == "engine":
+            raise InvalidCombinationError(
+                f"--runtime engine: {model.display_name} ({arch.hf_class}) has no TensorRT engine model in "
+                "TensorRT-LLM; it runs on the PyTorch (LLM-API) runtime only",
+                "use --runtime pytorch (the default for it)",
+            )
+        raise InvalidCombinationError(
+            f"--runtime {name}: swallow-trt runs {model.display_name} ({arch.hf_class}) on "
+            + " and ".join(available)
+            + " only",
+            "use --runtime " + available[0],
+        )
+    return name
 
 
 def choose_qformat(fp8: bool, int4_awq: bool, qformat: str | None) -> str | None:
@@ -115,6 +145,7 @@ class GpuPlan:
     kv_tokens: int
     kv_sequences: int  # sequences of max_seq_len the KV cache holds
     concurrent_sequences: int  # min(kv_sequences, max_batch_size)
+    kv_window_bytes_per_sequence: int  # sliding-window layers of one sequence on this rank (0 without)
     shortfall_bytes: int
     decode_floor_s: float  # batch 1, context max_input_len
     decode_floor_batch_s: float  # batch = concurrent_sequences
@@ -154,8 +185,9 @@ class Plan:
     max_input_len: int
     max_seq_len: int
     max_num_tokens: int
-    kv_bytes_per_token: int  # whole model
+    kv_bytes_per_token: int  # whole model; full-attention layers only where sliding layers are bounded
     kv_bytes_per_token_per_gpu: int
+    kv_window_bytes_per_sequence: int  # sliding layers: at most the window per sequence (whole model)
     params: int
     gpus: list[GpuPlan]
     host: HostPlan
@@ -163,6 +195,7 @@ class Plan:
     settings: EngineSettings  # effective attention settings and max_num_tokens, with their reasons
     commands: dict[str, list[str]]
     notes: list[str] = field(default_factory=list)
+    runtime: str = "engine"
 
     @property
     def world_size(self) -> int:
@@ -186,8 +219,24 @@ def kv_heads_per_rank(arch: ModelArch, tp: int) -> int:
 
 
 def kv_bytes_per_token(arch: ModelArch, kv_elem_bytes: int) -> int:
-    """2 (K and V) x layers x KV heads x head_dim x bytes (gpus.json)."""
-    return 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim * kv_elem_bytes
+    """2 (K and V) x layers x KV heads x head_dim x bytes (gpus.json). Layers with a bounded sliding
+    window (GPT-OSS) are left out: their cost per sequence is :func:`kv_window_tokens` tokens."""
+    return 2 * arch.full_attention_layers * arch.num_key_value_heads * arch.head_dim * kv_elem_bytes
+
+
+def kv_window_tokens(arch: ModelArch, max_seq_len: int, tokens_per_block: int) -> int:
+    """Tokens a sliding layer holds for one sequence: the window (or the sequence, if shorter) in
+    whole blocks."""
+    if not arch.sliding_layers or arch.sliding_window is None:
+        return 0
+    return -(-min(arch.sliding_window, max_seq_len) // tokens_per_block) * tokens_per_block
+
+
+def stage_attention_layers(arch: ModelArch, pp: int) -> tuple[int, int]:
+    """(full, sliding) attention layers of the fullest pipeline stage."""
+    per_stage = -(-arch.num_hidden_layers // pp)
+    full = min(per_stage, -(-arch.full_attention_layers // pp))
+    return full, min(arch.sliding_layers, per_stage - full)
 
 
 def layout_for(arch: ModelArch, tp: int, pp: int, qformat: str, moe_tp: int, moe_ep: int) -> Layout:
@@ -211,21 +260,24 @@ def rank_weight_bytes(arch: ModelArch, lay: Layout, qformat: str, dtype_bytes: i
     is left out of the bytes read per step; for MoE only the top-k experts are read at batch 1.
     """
     wb = FORMATS[qformat].weight_bytes if qformat != "full_prec" else dtype_bytes
+    # MXFP4 quantises the experts only; attention stays in the model dtype.
+    attn_wb = dtype_bytes if FORMATS[qformat].experts_only else wb
     hd, hidden = arch.head_dim, arch.hidden_size
     q_o = 2 * hidden * arch.num_attention_heads * hd // lay.tp
     kv = 2 * hidden * lay.kv_heads_per_rank * hd
     attn = q_o + kv
-    one_expert = 3 * hidden * arch.intermediate_size
+    one_expert = 3 * hidden * arch.expert_intermediate_size
     if arch.is_moe:
         mlp_resident = arch.num_local_experts * one_expert // (lay.moe_tp * lay.moe_ep)
         mlp_read = arch.num_experts_per_tok * one_expert // lay.moe_tp
         mlp_read = min(mlp_read, mlp_resident)
     else:
         mlp_resident = mlp_read = one_expert // lay.tp
-    per_layer_small = arch.norm_params_per_layer + arch.router_params_per_layer
+    # Norms, routers, biases and sinks: replicated (an upper bound for the TP-split biases: tens of MB).
+    per_layer_small = arch.small_params_per_layer
     layers = lay.layers_per_stage
-    linear_resident = layers * (attn + mlp_resident) * wb
-    linear_read = layers * (attn + mlp_read) * wb
+    linear_resident = layers * (attn * attn_wb + mlp_resident * wb)
+    linear_read = layers * (attn * attn_wb + mlp_read * wb)
     small = layers * per_layer_small * dtype_bytes
     embed = lay.vocab_padded // lay.tp * hidden * dtype_bytes
     head = 0 if arch.tie_word_embeddings else embed
@@ -247,7 +299,7 @@ def activation_bytes(
     tokens (hidden in/out, the QKV projection, gate+up of the MLP), plus FP32 logits for the batch.
     TensorRT-LLM's memory doc states the shape of this term (max_num_tokens x a constant)."""
     qkv = (arch.num_attention_heads // lay.tp + 2 * lay.kv_heads_per_rank) * arch.head_dim
-    inter = arch.intermediate_size // (lay.moe_tp if arch.is_moe else lay.tp)
+    inter = arch.expert_intermediate_size // (lay.moe_tp if arch.is_moe else lay.tp)
     per_token = (2 * arch.hidden_size + qkv + 2 * inter) * dtype_bytes
     logits = max_batch_size * (lay.vocab_padded // lay.tp) * 4
     return max_num_tokens * per_token + logits
@@ -284,9 +336,11 @@ def tp_problem(arch: ModelArch, tp: int, qformat: str) -> str | None:
         return f"TP {tp} can neither split nor replicate the {kv} KV heads"
     if qformat in ("int4_awq", "w4a8_awq"):
         for dim_name, dim in (
-            ("intermediate_size", arch.intermediate_size),
+            ("moe_intermediate_size" if arch.moe_intermediate_size else "intermediate_size",
+             arch.expert_intermediate_size),
             ("hidden_size", arch.hidden_size),
-        ):
+            ("num_attention_heads x head_dim", arch.num_attention_heads * arch.head_dim),
+        ):  # fmt: skip
             if dim % tp or (dim // tp) % AWQ_GROUP_SIZE:
                 return (
                     f"{qformat} at TP {tp}: {dim_name} / tp = {dim / tp:g} is not a multiple of the "
@@ -315,8 +369,54 @@ def _format_hint(profile: Profile, arch: ModelArch) -> str:
     return "formats for this model on this target: " + ", ".join(ok)
 
 
+def default_qformat(profile: Profile, arch: ModelArch, runtime: str) -> str:
+    """A checkpoint that ships quantised keeps its format; on the PyTorch runtime the target's default
+    applies only where that runtime loads it for the architecture."""
+    if arch.checkpoint_quant == "mxfp4":
+        return "mxfp4"
+    if runtime == "pytorch":
+        allowed = PYTORCH_FORMATS_BY_CLASS.get(arch.hf_class, ())
+        if profile.formats.default not in allowed:
+            return "full_prec"
+    return profile.formats.default
+
+
+def check_shipped_format(arch: ModelArch, qformat: str, name: str) -> None:
+    """A format that exists only as a checkpoint ships it, and a shipped-quantised checkpoint, pair up."""
+    if FORMATS[qformat].as_shipped and arch.checkpoint_quant != qformat:
+        raise InvalidCombinationError(
+            f"{qformat} is used only as a checkpoint ships it, and {name} is not an {qformat} checkpoint",
+            "plan the -MXFP4 repo (e.g. tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4), or --qformat full_prec",
+        )
+    if arch.checkpoint_quant == "mxfp4" and qformat != "mxfp4":
+        raise InvalidCombinationError(
+            f"{name} ships MXFP4 experts; it is run as shipped, not re-quantised to {qformat}",
+            "use --qformat mxfp4 (its default), or the BF16 repo for other formats",
+        )
+
+
+def check_format_pytorch(profile: Profile, arch: ModelArch, qformat: str, name: str) -> None:
+    """The PyTorch runtime: the formats its loader reads for the architecture, on SMs with the kernels."""
+    allowed = PYTORCH_FORMATS_BY_CLASS.get(arch.hf_class, ())
+    if qformat not in allowed:
+        raise InvalidCombinationError(
+            f"{qformat} is not a PyTorch-runtime format for {arch.hf_class} ({name})",
+            "formats for it on the pytorch runtime: " + ", ".join(allowed),
+        )
+    check_shipped_format(arch, qformat, name)
+    if profile.sm not in FORMATS[qformat].sms:
+        raise InvalidCombinationError(
+            f"{qformat} is not supported on target {profile.name} (sm{profile.sm})",
+            f"{qformat} runs on sm"
+            + "/sm".join(map(str, FORMATS[qformat].sms))
+            + "; use --qformat full_prec",
+        )
+
+
 def check_format(profile: Profile, arch: ModelArch, qformat: str, name: str, explicit: bool) -> None:
     fmt = FORMATS[qformat]
+    if fmt.as_shipped:
+        check_format_arch(arch, qformat, name, explicit, hint=_format_hint(profile, arch), sm=profile.sm)
     if qformat not in profile.formats.supported or profile.sm not in fmt.sms:
         if qformat in ("fp8", "w4a8_awq", "nvfp4") and profile.sm < 89:
             raise InvalidCombinationError(
@@ -335,6 +435,17 @@ def check_format_arch(arch: ModelArch, qformat: str, name: str, explicit: bool =
     """Formats ModelOpt cannot export to a TensorRT-LLM checkpoint for this architecture are refused."""
     if qformat in FORMATS_BY_CLASS[arch.hf_class]:
         return
+    if not FORMATS_BY_CLASS[arch.hf_class]:
+        raise InvalidCombinationError(
+            f"{name} ({arch.hf_class}) has no TensorRT engine model: nothing can be quantised or built "
+            "for the engine runtime",
+            "plan it with `swallow-trt plan --runtime pytorch`; it runs on the PyTorch runtime only",
+        )
+    if FORMATS[qformat].as_shipped:
+        raise InvalidCombinationError(
+            f"{qformat} is a shipped checkpoint format of the PyTorch runtime; no engine can use it ({name})",
+            hint or "formats for this architecture: " + ", ".join(FORMATS_BY_CLASS[arch.hf_class]),
+        )
     what = "the target's default format " if not explicit else ""
     if arch.hf_class == "MixtralForCausalLM" and "awq" in qformat:
         raise InvalidCombinationError(
@@ -446,6 +557,8 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         _positive("--" + name.replace("_", "-"), getattr(req, name))
     output_dir(req.out)
     model = resolve_model(req.model)
+    runtime = choose_runtime(model, req.runtime)
+    check_buildable(model)
     arch = model.arch
     name = model.display_name
     profile = load_target(req)
@@ -460,8 +573,12 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
             f"use {where} for a larger machine, or a smaller --tp",
         )
     explicit_format = req.qformat is not None
-    qformat = req.qformat or profile.formats.default
-    check_format(profile, arch, qformat, name, explicit_format)
+    qformat = req.qformat or default_qformat(profile, arch, runtime)
+    if runtime == "pytorch" and arch.hf_class in PYTORCH_FORMATS_BY_CLASS:
+        check_format_pytorch(profile, arch, qformat, name)
+    else:
+        check_format(profile, arch, qformat, name, explicit_format)
+        check_shipped_format(arch, qformat, name)
     check_tp(arch, tp, qformat, name)
     check_pp(arch, pp, name)
     moe_tp, moe_ep = _moe_sizes(arch, tp, req.moe_tp_size, req.moe_ep_size, name)
@@ -486,11 +603,14 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
             f"--max-seq-len {req.max_seq_len} exceeds the {positions} positions of {name}",
             f"use --max-seq-len {positions} or less",
         )
-    max_seq_len = req.max_seq_len or min(b.max_seq_len, positions)
-    if req.max_seq_len is None and b.max_seq_len > positions:
-        notes.append(
-            f"max_seq_len capped at the model's {positions} positions (profile says {b.max_seq_len})"
-        )
+    card_cap = model.registered.family.max_context if model.registered else None
+    cap = min(positions, card_cap) if card_cap else positions
+    max_seq_len = req.max_seq_len or min(b.max_seq_len, cap)
+    if req.max_seq_len is None and b.max_seq_len > cap:
+        why = "the card's recommended maximum context" if cap < positions else "the model's positions"
+        notes.append(f"max_seq_len capped at {why}, {cap} (profile says {b.max_seq_len})")
+    if req.max_seq_len is not None and card_cap and req.max_seq_len > card_cap:
+        notes.append(f"--max-seq-len {req.max_seq_len} is beyond the {card_cap} tokens the card recommends")
     if req.max_input_len is not None and req.max_input_len >= max_seq_len:
         raise InvalidCombinationError(
             f"--max-input-len {req.max_input_len} leaves no room for output within max_seq_len {max_seq_len}",
@@ -524,34 +644,38 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
     kv_elem = kv_bytes_per_element(kv, dtype)
     lay = layout_for(arch, tp, pp, qformat, moe_tp, moe_ep)
     kv_total = kv_bytes_per_token(arch, kv_elem)
-    kv_rank = 2 * lay.layers_per_stage * lay.kv_heads_per_rank * arch.head_dim * kv_elem
+    tpb = b.tokens_per_block
+    # Per token of one KV head in one layer; sliding layers (GPT-OSS) hold one window per sequence.
+    kv_unit = 2 * lay.kv_heads_per_rank * arch.head_dim * kv_elem
+    full_layers, sliding_layers = stage_attention_layers(arch, pp)
+    kv_rank = full_layers * kv_unit
+    window = kv_window_tokens(arch, max_seq_len, tpb)
+    window_rank = sliding_layers * kv_unit * window
+    window_total = 2 * arch.sliding_layers * arch.num_key_value_heads * arch.head_dim * kv_elem * window
     resident, read = rank_weight_bytes(arch, lay, qformat, dtype_bytes)
     act = activation_bytes(arch, lay, max_num_tokens, max_batch_size, dtype_bytes)
     overhead = int(profile.runtime.activation_overhead_gib * GIB)
-    tpb = b.tokens_per_block
     blocks_per_seq = -(-max_seq_len // tpb)
+    seq_bytes = blocks_per_seq * tpb * kv_rank + window_rank
     gpu_plans = []
     for gpu in profile.gpu(req.gpu):
         free = gpu.memory_bytes - resident - act - overhead
         budget = max(0, int(free * profile.runtime.kv_cache_free_gpu_mem_fraction))
-        blocks = budget // (kv_rank * tpb)
-        seqs = blocks // blocks_per_seq
+        seqs = budget // seq_bytes
+        # Tokens the full-attention layers hold once the windows of those sequences are set aside.
+        blocks = (budget - seqs * window_rank) // (kv_rank * tpb) if kv_rank else seqs * blocks_per_seq
         fits = seqs >= 1
-        need = (
-            resident
-            + act
-            + overhead
-            + int(blocks_per_seq * tpb * kv_rank / profile.runtime.kv_cache_free_gpu_mem_fraction)
-        )
+        need = resident + act + overhead + int(seq_bytes / profile.runtime.kv_cache_free_gpu_mem_fraction)
         concurrent = min(seqs, max_batch_size)
         bw = gpu.bandwidth_tb_s * 1e12
         # A token crosses every pipeline stage in turn: the latency floor sums them (pp x one stage).
         ctx = max_input_len
-        decode_1 = pp * (read + ctx * kv_rank) / bw
+        ctx_kv = ctx * kv_rank + min(ctx, window) * sliding_layers * kv_unit
+        decode_1 = pp * (read + ctx_kv) / bw
         tflops = compute_tflops(gpu, qformat)
         batch = max(concurrent, 1)
         active_rank_params = read / (FORMATS[qformat].weight_bytes if qformat != "full_prec" else dtype_bytes)
-        decode_b_mem = (read + batch * ctx * kv_rank) / bw
+        decode_b_mem = (read + batch * ctx_kv) / bw
         decode_b_compute = 2 * active_rank_params * batch / (tflops * 1e12)
         decode_b = max(decode_b_mem, decode_b_compute)  # one stage; stages overlap across the batch
         gpu_plans.append(
@@ -566,6 +690,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
                 kv_tokens=blocks * tpb,
                 kv_sequences=seqs,
                 concurrent_sequences=concurrent,
+                kv_window_bytes_per_sequence=window_rank,
                 shortfall_bytes=max(0, need - gpu.memory_bytes),
                 decode_floor_s=decode_1,
                 decode_floor_batch_s=decode_b,
@@ -577,7 +702,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         )
 
     host = host_plan(arch, qformat, dtype_bytes, tp, pp)
-    if host.ram_ok is False:
+    if host.ram_ok is False and runtime == "engine":
         notes.append(
             f"the quantize stage needs about {host.ram_bytes / GIB:.0f} GiB of host RAM; this host has "
             f"{(host.host_ram_bytes or 0) / GIB:.0f} GiB (quantize refuses without --force)"
@@ -601,6 +726,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         max_num_tokens=max_num_tokens,
         kv_bytes_per_token=kv_total,
         kv_bytes_per_token_per_gpu=kv_rank,
+        kv_window_bytes_per_sequence=window_total,
         params=arch.total_params,
         gpus=gpu_plans,
         host=host,
@@ -608,7 +734,13 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         settings=settings,
         commands={},
         notes=notes,
+        runtime=runtime,
     )
+    if runtime == "pytorch":
+        notes.append(
+            "runtime pytorch (TensorRT-LLM's LLM API): weights, KV cache and fit are as for an engine; "
+            "no trtllm-build commands apply, and `build --runtime pytorch` is not part of this plan yet"
+        )
     plan = replace(plan, commands=stage_commands(plan, req))
     if not any(g.fits for g in gpu_plans):
         raise_does_not_fit(plan, req, suggest)
@@ -619,14 +751,20 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
 
 
 def host_plan(arch: ModelArch, qformat: str, dtype_bytes: int, tp: int, pp: int) -> HostPlan:
-    hf = arch.total_params * 2
     lay = layout_for(arch, tp, 1, qformat, tp if arch.is_moe else 1, 1)
     wb = FORMATS[qformat].weight_bytes if qformat != "full_prec" else dtype_bytes
-    kept = arch.total_params - arch.linear_params
+    experts = arch.num_hidden_layers * arch.mlp_params_per_layer if arch.is_moe else 0
+    quantised = experts if FORMATS[qformat].experts_only else arch.linear_params
+    kept = arch.total_params - quantised
     pad = (lay.vocab_padded - arch.vocab_size) * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
-    ckpt = int(arch.linear_params * wb + (kept + pad) * dtype_bytes)
+    ckpt = int(quantised * wb + (kept + pad) * dtype_bytes)
+    # A checkpoint that ships MXFP4 experts is downloaded at that size.
+    hf = ckpt if arch.checkpoint_quant == "mxfp4" else arch.total_params * 2
     settings = load_settings()
     host_ram = int(settings.host_ram_gib * GIB) if settings.host_ram_gib is not None else host_ram_bytes()
+    if FORMATS[qformat].as_shipped:
+        # Run as shipped: no quantize stage and no converted checkpoint, only the download.
+        return HostPlan(hf, 0, 0, hf, 0, host_ram)
     return HostPlan(
         hf_checkpoint_bytes=hf,
         trtllm_checkpoint_bytes=ckpt,
@@ -694,6 +832,8 @@ def engine_spec(req: PlanRequest, profile: Profile, model: ResolvedModel, qforma
 
 
 def stage_commands(plan: Plan, req: PlanRequest) -> dict[str, list[str]]:
+    if plan.runtime != "engine":
+        return {}  # the PyTorch runtime's stages are not trtllm-build's (see the plan's note)
     dirs = stage_dirs(req, plan.model, plan.profile, plan.qformat, plan.kv_cache_dtype, plan.tp, plan.pp)
     quantize = [
         "swallow-trt", "quantize", "--model", plan.model.hf_ref, "--qformat", plan.qformat,

@@ -44,7 +44,7 @@ from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, in
 from swallow_trt.quantize.formats import DTYPE_BYTES, FORMATS
 from swallow_trt.quantize.validate import Expected, raise_if_invalid, validate_export
 from swallow_trt.quantize.worker import CalibSettings, WorkerSpec
-from swallow_trt.registry import resolve_model
+from swallow_trt.registry import check_buildable, resolve_model
 
 LOG_NAME = "quantize.log"
 SPEC_NAME = "worker-spec.json"
@@ -223,6 +223,7 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
     ui: Reporter = reporter or SilentReporter()
     _check_numbers(req)
     model = resolve_model(req.model)
+    check_buildable(model)
     name = model.display_name
     profile = get_target(req.target) if req.target else None
     qformat, kv, dtype = resolve_formats(req, model.arch, name, profile)

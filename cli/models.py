@@ -9,7 +9,10 @@ import typer
 from swallow_trt.cli.options import JsonOpt
 from swallow_trt.cli.output import emit_json, guarded, out, table
 
-MODELS_HELP = """List every Swallow release in the registry, with aliases, architecture, chat format and licence.
+MODELS_HELP = """List every Swallow release in the registry, with aliases, architecture, chat format, licence
+and the runtimes each can use: engine (trtllm-build) and/or pytorch (TensorRT-LLM's LLM API; GPT-OSS
+has no engine model). Status "refused" marks a repo that is listed but not built (the GPTQModel
+AWQ-INT4 repos: quantize the BF16 RL model with --int4-awq), "private" one made private upstream.
 
 Confidence marks: V = read from config.json/card, C = stated on a card, I = inherited from the base
 model (unverified), U = unverified. A checkpoint's own config.json always wins at build time.
@@ -19,6 +22,8 @@ Examples:
   swallow-trt models
 
   swallow-trt models --family llama-3.1-swallow
+
+  swallow-trt models --family qwen3_moe
 
   swallow-trt models --json | jq '.[].repo'
 """
@@ -61,6 +66,12 @@ def models(
                     "arch": to_plain(m.arch),
                     "confidence": dict(m.entry.confidence),
                     "notes": m.entry.notes,
+                    "runtimes": m.runtimes,
+                    "status": m.entry.status,
+                    "use_instead": m.entry.use_instead,
+                    "reasoning": m.family.reasoning,
+                    "sampling": to_plain(m.family.sampling) if m.family.sampling else None,
+                    "max_context": m.family.max_context,
                 }
                 for m in rows
             ]
@@ -73,6 +84,9 @@ def models(
             "LlamaForCausalLM": "llama",
             "MistralForCausalLM": "mistral",
             "MixtralForCausalLM": "mixtral",
+            "Qwen3ForCausalLM": "qwen3",
+            "Qwen3MoeForCausalLM": "qwen3-moe",
+            "GptOssForCausalLM": "gpt-oss",
         }[a.hf_class]
         arch += f" {'GQA' if a.num_key_value_heads < a.num_attention_heads else 'MHA'}"
         if a.is_moe:
@@ -88,6 +102,8 @@ def models(
                 str(a.vocab_size),
                 str(a.max_position_embeddings),
                 m.entry.chat_format,
+                "+".join(m.runtimes),
+                m.entry.status if m.entry.status != "available" else "",
                 m.family.license,
                 conf,
             ]
@@ -101,12 +117,22 @@ def models(
         "vocab",
         "ctx",
         "chat",
+        "runtime",
+        "status",
         "licence",
         "confidence",
     ]
     out(table(None, headers, rows_out, right={4, 5, 6}))
     out()
     out("aliases: " + ", ".join(f"{k} -> {v}" for k, v in reg.data.aliases.items()))
+    for fam_name, fam in reg.data.families.items():
+        if fam.sampling is not None and any(m.entry.family == fam_name for m in rows):
+            s = fam.sampling
+            parts = [f"temperature {s.temperature:g}", f"top_p {s.top_p:g}"]
+            parts += [f"top_k {s.top_k}"] if s.top_k is not None else []
+            parts += [f"reasoning effort {s.reasoning_effort}"] if s.reasoning_effort else []
+            cap = f"; context up to {fam.max_context}" if fam.max_context else ""
+            out(f"{fam_name}: the card recommends " + ", ".join(parts) + cap)
     out(
         "confidence: V read from config/card, C stated on a card, I inherited from the base model, U unverified"
     )

@@ -35,7 +35,8 @@ QformatOpt = Annotated[
     str | None,
     typer.Option(
         "--qformat",
-        help="full_prec, fp8, int4_awq, w4a8_awq, int8_sq, int8_wo, int4_wo, nvfp4 (default: the target's).",
+        help="full_prec, fp8, int4_awq, w4a8_awq, int8_sq, int8_wo, int4_wo, nvfp4, mxfp4 (GPT-OSS as it "
+        "ships, pytorch runtime only) (default: the target's).",
     ),
 ]
 KvOpt = Annotated[
@@ -43,6 +44,14 @@ KvOpt = Annotated[
     typer.Option(
         "--kv-cache-dtype",
         help="fp8, int8 or auto (model dtype). Default: the target's for quantised formats.",
+    ),
+]
+RuntimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help="engine (trtllm-build), pytorch (TensorRT-LLM's LLM API) or auto: the engine where an engine "
+        "model exists, pytorch for GPT-OSS.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]

@@ -24,6 +24,7 @@ from swallow_trt.cli.options import (
     PpOpt,
     ProfileOpt,
     QformatOpt,
+    RuntimeOpt,
     TargetOpt,
     TpOpt,
 )
@@ -46,6 +47,10 @@ Examples:
   swallow-trt plan --model 8b --int4-awq --target ampere-sm86 --max-seq-len 4096
 
   swallow-trt plan --model tokyotech-llm/Swallow-MX-8x7b-NVE-v0.1 --fp8 --tp 2 --target hopper --gpus 2 --json
+
+  swallow-trt plan --model qwen3-30b-a3b --fp8 --target ada
+
+  swallow-trt plan --model tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4 --target h100x4 --runtime pytorch
 """
 
 
@@ -70,6 +75,7 @@ def plan(
     moe_tp_size: MoeTpOpt = None,
     moe_ep_size: MoeEpOpt = None,
     out: OutRootOpt = Path("swallow-trt-out"),
+    runtime: RuntimeOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.builders.plan import PlanRequest, choose_qformat, make_plan
@@ -92,6 +98,7 @@ def plan(
         moe_tp_size=moe_tp_size,
         moe_ep_size=moe_ep_size,
         out=out,
+        runtime=runtime,
     )
     result = make_plan(req)
     if as_json:
@@ -117,6 +124,7 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
             "arch": to_plain(m.arch),
         },
         "target": {"name": p.profile.name, "sm": p.profile.sm, "gpu_count": p.gpu_count},
+        "runtime": p.runtime,
         "qformat": p.qformat,
         "kv_cache_dtype": p.kv_cache_dtype,
         "dtype": p.dtype,
@@ -132,6 +140,7 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
         "timing_cache": str(p.engine.timing_cache) if p.engine.timing_cache else None,
         "kv_bytes_per_token": p.kv_bytes_per_token,
         "kv_bytes_per_token_per_gpu": p.kv_bytes_per_token_per_gpu,
+        "kv_window_bytes_per_sequence": p.kv_window_bytes_per_sequence,
         "gpus": [
             {
                 "gpu": g.gpu.name,
@@ -145,6 +154,7 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
                 "kv_tokens": g.kv_tokens,
                 "kv_sequences": g.kv_sequences,
                 "concurrent_sequences": g.concurrent_sequences,
+                "kv_window_bytes_per_sequence": g.kv_window_bytes_per_sequence,
                 "shortfall_bytes": g.shortfall_bytes,
                 "decode_step_floor_s": g.decode_floor_s,
                 "decode_step_floor_at_batch_s": g.decode_floor_batch_s,
@@ -180,14 +190,19 @@ def render(p: Plan) -> None:
         f"{a.num_key_value_heads} KV heads, vocab {a.vocab_size}, {a.max_position_embeddings} positions")  # fmt: skip
     moe = f", MoE tp {p.moe_tp_size} x ep {p.moe_ep_size}" if a.is_moe else ""
     out(f"target   {p.profile.name} (sm{p.profile.sm}, {p.gpu_count} GPU): {p.qformat} weights, "
-        f"{p.kv_cache_dtype} KV cache, {p.dtype}, TP {p.tp} x PP {p.pp}{moe}")  # fmt: skip
+        f"{p.kv_cache_dtype} KV cache, {p.dtype}, TP {p.tp} x PP {p.pp}{moe}, runtime {p.runtime}")  # fmt: skip
     out(f"shapes   max_batch_size {p.max_batch_size}, max_input_len {p.max_input_len}, "
         f"max_seq_len {p.max_seq_len}, max_num_tokens {p.max_num_tokens}")  # fmt: skip
     out(f"KV cache {p.kv_bytes_per_token:,} B per token (whole model), "
         f"{p.kv_bytes_per_token_per_gpu:,} B per token per GPU")  # fmt: skip
+    if a.sliding_layers:
+        out(f"         {a.num_hidden_layers - a.sliding_layers} full-attention layers above; the "
+            f"{a.sliding_layers} sliding-window layers hold at most {a.sliding_window} tokens: "
+            f"{p.kv_window_bytes_per_sequence:,} B per sequence")  # fmt: skip
     out()
-    render_engine_settings(p)
-    out()
+    if p.runtime == "engine":
+        render_engine_settings(p)
+        out()
     rows: list[list[str]] = [
         ["fits", *("yes" if g.fits else f"NO, short {gib(g.shortfall_bytes)}" for g in p.gpus)],
         ["GPU memory", *(f"{g.gpu.memory_gib:g} GiB" for g in p.gpus)],
@@ -213,7 +228,8 @@ def render(p: Plan) -> None:
     out(f"disk: {gib(h.disk_bytes)} = HF checkpoint {gib(h.hf_checkpoint_bytes)} + TRT-LLM checkpoint "
         f"{gib(h.trtllm_checkpoint_bytes)} + engine {gib(h.engine_bytes)}")  # fmt: skip
     out()
-    out("commands:")
+    if p.commands:
+        out("commands:")
     for stage, argv in p.commands.items():
         out(f"  # {stage}")
         out("  " + command_line(argv))

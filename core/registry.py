@@ -14,15 +14,27 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from swallow_trt.arch import ModelArch, RopeScaling, arch_from_hf_config, read_hf_config
-from swallow_trt.errors import UnknownModelError
+from swallow_trt.arch import (
+    PYTORCH_ONLY_CLASSES,
+    ModelArch,
+    RopeScaling,
+    arch_from_hf_config,
+    read_hf_config,
+)
+from swallow_trt.errors import InvalidCombinationError, UnknownModelError
 from swallow_trt.schema import load_file
 
 DATA_DIR = Path(__file__).parent / "data"
 
 Confidence = Literal["V", "C", "I", "U"]
-ChatFormat = Literal["none", "alpaca-ja", "llama2", "llama3"]
+# qwen3: ChatML with <think> blocks; harmony: gpt-oss's channels. Their renderers are the chat-format
+# code's (triton_repo); the registry only names them.
+ChatFormat = Literal["none", "alpaca-ja", "llama2", "llama3", "qwen3", "harmony"]
 Kind = Literal["base", "instruct"]
+Runtime = Literal["engine", "pytorch"]
+# available: can be planned and built; refused: listed so users find it, but unsafe to build (the
+# Swallow AWQ-INT4 repos); private: made private upstream, listed so the refusal can say so.
+Status = Literal["available", "refused", "private"]
 
 CONFIDENCE_MEANING = {
     "V": "read from a copy of the model's config.json, a GGUF metadata dump or the model card",
@@ -43,6 +55,8 @@ class ArchOverrides:
     rope_theta: float | None = None
     sliding_window: int | None = None
     torch_dtype: str | None = None
+    checkpoint_quant: str | None = None
+    checkpoint_desc_act: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,26 @@ class Base:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """A card's recommended sampling (generation_config.json where the card defers to it)."""
+
+    temperature: float
+    top_p: float
+    top_k: int | None = None
+    min_p: float | None = None
+    reasoning_effort: str | None = None  # gpt-oss harmony: low | medium | high
+
+
+@dataclass(frozen=True)
 class Family:
     title: str
     license: str
     license_confidence: Confidence
     project_page: str | None = None
+    runtimes: list[Runtime] = field(default_factory=lambda: ["engine"])
+    reasoning: bool = False  # the instruct models think before answering
+    sampling: Sampling | None = None
+    max_context: int | None = None  # the cards' recommended maximum context (caps max_seq_len)
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,8 @@ class Entry:
     system_prompt: str | None = None
     sources: str = ""
     notes: str = ""
+    status: Status = "available"
+    use_instead: str | None = None  # refused/private: the repo to quantize instead
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,10 @@ class RegisteredModel:
     @property
     def name(self) -> str:
         return self.entry.repo.split("/", 1)[1]
+
+    @property
+    def runtimes(self) -> list[Runtime]:
+        return list(self.family.runtimes)
 
 
 @dataclass(frozen=True)
@@ -211,6 +246,17 @@ def check_registry(data: RegistryFile) -> None:
             raise ValueError(f"{m.repo}: an instruct model needs a chat format")
         if not m.stop_words:
             raise ValueError(f"{m.repo}: no stop words")
+        if m.status != "available" and m.use_instead not in repos:
+            raise ValueError(f"{m.repo}: status {m.status} needs use_instead naming a registered repo")
+    for name, fam in data.families.items():
+        if not fam.runtimes:
+            raise ValueError(f"family {name}: no runtime")
+    for m in data.models:
+        if (
+            data.bases[m.base].arch.hf_class in PYTORCH_ONLY_CLASSES
+            and "engine" in data.families[m.family].runtimes
+        ):
+            raise ValueError(f"{m.repo}: {data.bases[m.base].arch.hf_class} has no engine model")
     for alias, target in data.aliases.items():
         if target not in repos:
             raise ValueError(f"alias {alias!r} points at unknown {target!r}")
@@ -249,6 +295,32 @@ def resolve_model(spec: str) -> ResolvedModel:
     return ResolvedModel(spec=spec, source="registry", arch=found.arch, registered=found, alias=alias)
 
 
+def check_buildable(model: ResolvedModel) -> None:
+    """Refuse checkpoints that neither TensorRT-LLM path loads correctly (plan, quantize and build).
+
+    The Swallow AWQ-INT4 repos were made by GPTQModel with desc_act true: TensorRT-LLM's converter
+    takes any quant_method awq for AutoAWQ without checking desc_act and builds corrupt weights, and
+    its PyTorch loader does not read HF AWQ at all (shared/contracts/swallow-models-2026.md section 4).
+    """
+    reg = model.registered
+    entry = reg.entry if reg is not None else None
+    instead = entry.use_instead if entry is not None and entry.use_instead else None
+    if entry is not None and model.source == "registry" and entry.status == "private":
+        raise InvalidCombinationError(
+            f"{entry.repo} was made private on 2026-02-23 (significant performance degradation)",
+            f"quantize the BF16 RL model {instead} with --int4-awq instead",
+        )
+    arch = model.arch
+    awq_desc_act = arch.checkpoint_quant == "awq" and arch.checkpoint_desc_act
+    if awq_desc_act or (entry is not None and model.source == "registry" and entry.status == "refused"):
+        target = instead or "the BF16 model it was made from"
+        raise InvalidCombinationError(
+            f"{model.display_name} is a GPTQModel AWQ-INT4 checkpoint (desc_act true) that TensorRT-LLM "
+            "would load as AutoAWQ and build corrupt weights from",
+            f"quantize the BF16 RL model {target} with --int4-awq instead",
+        )
+
+
 __all__ = [
     "CONFIDENCE_MEANING",
     "DEFAULT_SYSTEM_PROMPT",
@@ -257,6 +329,7 @@ __all__ = [
     "Registry",
     "ResolvedModel",
     "RopeScaling",
+    "check_buildable",
     "load_registry",
     "resolve_model",
 ]

@@ -10,11 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-QFormatName = Literal["full_prec", "fp8", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo", "nvfp4"]
+QFormatName = Literal[
+    "full_prec", "fp8", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo", "nvfp4", "mxfp4"
+]
 KvDtype = Literal["auto", "fp8", "int8"]
 Compute = Literal["bf16", "fp8", "int8"]
 
 AWQ_GROUP_SIZE = 128
+# gpt-oss MXFP4: two E2M1 values per byte (*_blocks) plus one E8M0 byte per 32 values (*_scales), i.e.
+# 4.25 bits per weight (shared/contracts/swallow-models-2026.md section 2).
+MXFP4_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,12 @@ class QFormat:
     min_sm: int
     sms: tuple[int, ...]  # SMs whose engine-era kernels run it
     gemm_plugin: str  # trtllm-build --gemm_plugin for this format ("dtype" = the model dtype)
+    # Only the MoE experts are quantised; attention, router, embedding and lm_head stay in the model
+    # dtype (gpt-oss's modules_to_not_convert).
+    experts_only: bool = False
+    # The format exists only as a checkpoint ships it (no calibration or export here), on the
+    # PyTorch runtime (no engine reads it).
+    as_shipped: bool = False
 
 
 FORMATS: dict[str, QFormat] = {
@@ -101,6 +112,19 @@ FORMATS: dict[str, QFormat] = {
             (100,),
             "nvfp4",
         ),
+        QFormat(
+            "mxfp4",
+            "MXFP4 experts as gpt-oss ships them (W4A16 on Hopper), PyTorch runtime only",
+            "W4A16_MXFP4",
+            None,
+            0.5 + 1 / MXFP4_BLOCK,
+            "bf16",
+            90,
+            (90, 100),
+            "dtype",
+            experts_only=True,
+            as_shipped=True,
+        ),
     )
 }
 
@@ -110,12 +134,25 @@ FORMATS_BY_CLASS: dict[str, tuple[str, ...]] = {
     "LlamaForCausalLM": ("full_prec", "fp8", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo"),
     "MistralForCausalLM": ("full_prec", "fp8", "int4_awq", "int8_wo", "int4_wo"),
     "MixtralForCausalLM": ("full_prec", "fp8", "int8_wo", "nvfp4"),
+    "Qwen3ForCausalLM": ("full_prec", "fp8", "int4_awq", "w4a8_awq", "int8_wo", "int4_wo"),
+    "Qwen3MoeForCausalLM": ("full_prec", "fp8", "int4_awq", "w4a8_awq", "int8_wo"),
+    # No engine model exists for GPT-OSS: nothing is exported to a TensorRT-LLM checkpoint.
+    "GptOssForCausalLM": (),
+}
+
+# Formats the PyTorch (LLM-API) runtime loads per architecture where the engine path has none
+# (TensorRT-LLM docs/source/features/quantization.md: GPT-OSS runs MXFP4 and BF16, FP8 KV only).
+PYTORCH_FORMATS_BY_CLASS: dict[str, tuple[str, ...]] = {
+    "GptOssForCausalLM": ("full_prec", "mxfp4"),
 }
 
 KV_BY_CLASS: dict[str, tuple[str, ...]] = {
     "LlamaForCausalLM": ("auto", "fp8", "int8"),
     "MistralForCausalLM": ("auto", "fp8", "int8"),
     "MixtralForCausalLM": ("auto", "fp8"),
+    "Qwen3ForCausalLM": ("auto", "fp8", "int8"),
+    "Qwen3MoeForCausalLM": ("auto", "fp8"),
+    "GptOssForCausalLM": ("auto", "fp8"),
 }
 
 # KV-cache dtypes the engine-era kernels support per SM (contract: FP8 KV on Ampere is PyTorch-backend only).

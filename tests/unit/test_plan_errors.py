@@ -400,3 +400,106 @@ def test_debug_env_off_for_valid_plan() -> None:
     result = plan("--model", "8b", "--target", "hopper", env={"SWALLOW_TRT_DEBUG": "1"})
     assert result.exit_code == 0
     assert result.exception is None
+
+
+# --- the 2026 generation: refused repos and runtimes ---------------------------------------------
+
+AWQ_INT4 = [f"tokyotech-llm/Qwen3-Swallow-{s}-RL-v0.2-AWQ-INT4" for s in ("8B", "30B-A3B", "32B")]
+
+
+@pytest.mark.parametrize("repo", AWQ_INT4)
+@pytest.mark.parametrize("command", ["plan", "build"])
+def test_swallow_awq_int4_refused(repo: str, command: str) -> None:
+    args = [command, "--model", repo, "--target", "hopper"] + (["--dry-run"] if command == "build" else [])
+    message, hint = usage_error(CliRunner().invoke(app, args))
+    assert "desc_act true" in message
+    rl = repo.removesuffix("-AWQ-INT4")
+    assert hint == f"quantize the BF16 RL model {rl} with --int4-awq instead"
+    # The valid neighbour: the BF16 RL model it names plans with --int4-awq.
+    ok = plan("--model", rl, "--int4-awq", "--target", "hopper", "--gpu", "H200-SXM-141GB", "--json")
+    assert ok.exit_code == 0, ok.stderr
+
+
+def test_private_gptq_int4_refused() -> None:
+    message, hint = usage_error(plan("--model", "Qwen3-Swallow-8B-RL-v0.2-GPTQ-INT4", "--target", "hopper"))
+    assert "made private on 2026-02-23" in message
+    assert "tokyotech-llm/Qwen3-Swallow-8B-RL-v0.2 with --int4-awq" in hint
+
+
+def qwen3_config(directory: Path, **overrides: object) -> Path:
+    shape: dict[str, object] = {"architectures": ["Qwen3ForCausalLM"], "hidden_size": 1024,
+                                "intermediate_size": 3072, "num_hidden_layers": 4, "num_attention_heads": 16,
+                                "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936}  # fmt: skip
+    return write_hf_config(directory, **{**shape, **overrides})
+
+
+def test_local_awq_desc_act_checkpoint_refused(tmp_path: Path) -> None:
+    awq = {"quant_method": "awq", "bits": 4, "group_size": 128, "desc_act": True,
+           "meta": {"quantizer": ["gptqmodel:2.2.0"]}}  # fmt: skip
+    ckpt = qwen3_config(tmp_path / "Qwen3-Swallow-8B-RL-v0.2-AWQ-INT4", quantization_config=awq)
+    message, hint = usage_error(plan("--model", str(ckpt), "--target", "hopper"))
+    assert "desc_act true" in message
+    # Recognised by its directory name: the hint names the RL model.
+    assert "tokyotech-llm/Qwen3-Swallow-8B-RL-v0.2 with --int4-awq" in hint
+    other = qwen3_config(tmp_path / "my-awq", quantization_config=awq)
+    _, hint = usage_error(plan("--model", str(other), "--target", "hopper"))
+    assert "with --int4-awq" in hint
+    # Neighbour: the same shapes without the AWQ quantization_config plan.
+    plain = qwen3_config(tmp_path / "plain")
+    assert plan("--model", str(plain), "--fp8", "--target", "hopper").exit_code == 0
+
+
+@pytest.mark.parametrize("value", ["tpu", "tensorrt", ""])
+def test_unknown_runtime(value: str) -> None:
+    message, hint = usage_error(plan("--model", "qwen3-8b", "--runtime", value, "--target", "hopper"))
+    assert f"unknown --runtime {value!r}" in message
+    assert "engine, pytorch or auto" in hint
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-oss-20b", "gpt-oss-120b", "tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4"]
+)
+def test_runtime_engine_refused_for_gpt_oss(model: str) -> None:
+    message, hint = usage_error(plan("--model", model, "--runtime", "engine", "--target", "h100x4"))
+    assert "has no TensorRT engine model" in message
+    assert "--runtime pytorch" in hint
+    # build has no --runtime yet: it builds engines, so GPT-OSS is refused the same way.
+    message, _ = usage_error(
+        CliRunner().invoke(app, ["build", "--model", model, "--target", "h100x4", "--dry-run"])
+    )
+    assert "has no TensorRT engine model" in message
+    for runtime in ("auto", "pytorch"):
+        ok = plan("--model", model, "--runtime", runtime, "--target", "h100x4", "--json")
+        assert ok.exit_code == 0, ok.stderr
+        assert json.loads(ok.stdout)["runtime"] == "pytorch"
+
+
+def test_runtime_pytorch_refused_for_engine_only_families() -> None:
+    message, hint = usage_error(plan("--model", "8b", "--runtime", "pytorch", "--target", "hopper"))
+    assert "engine only" in message
+    assert hint == "use --runtime engine"
+    for runtime in ("engine", "pytorch"):
+        assert plan("--model", "qwen3-8b", "--runtime", runtime, "--target", "hopper").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "args", "needle"),
+    [
+        ("qwen3-8b", ["--qformat", "mxfp4"], "no engine can use it"),
+        ("gpt-oss-120b", ["--qformat", "mxfp4"], "not an mxfp4 checkpoint"),
+        ("tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4", ["--qformat", "full_prec"], "ships MXFP4 experts"),
+        ("gpt-oss-120b", ["--fp8"], "not a PyTorch-runtime format"),
+    ],
+)  # fmt: skip
+def test_mxfp4_only_as_shipped(model: str, args: list[str], needle: str) -> None:
+    message, _ = usage_error(plan("--model", model, *args, "--target", "h100x4"))
+    assert needle in message
+
+
+def test_mxfp4_needs_hopper() -> None:
+    message, _ = usage_error(
+        plan("--model", "tokyotech-llm/GPT-OSS-Swallow-20B-RL-v0.1-MXFP4", "--target", "ada")
+    )
+    assert "mxfp4 is not supported on target ada" in message
+    ok = plan("--model", "tokyotech-llm/GPT-OSS-Swallow-20B-RL-v0.1-MXFP4", "--target", "hopper")
+    assert ok.exit_code == 0, ok.stderr

@@ -205,3 +205,135 @@ def test_commands_are_exact(plan_json: PlanJson) -> None:
     assert engine[engine.index("--workers") + 1] == "4"
     assert engine[engine.index("--use_fp8_context_fmha") + 1] == "enable"
     assert p["commands"]["package"]["argv"][3] == engine[engine.index("--output_dir") + 1]
+
+
+# --- the 2026 generation: Qwen3, Qwen3-MoE, GPT-OSS (shared/contracts/swallow-models-2026.md) ---------
+
+
+def test_qwen3_8b_bf16_kv_is_144_kib(plan_json: PlanJson) -> None:
+    p = plan_json(
+        "--model", "qwen3-8b", "--qformat", "full_prec", "--target", "hopper", "--gpu", "H100-SXM5-80GB"
+    )
+    # 2 (K, V) x 36 layers x 8 KV heads x head_dim 128 x 2 bytes: the 144 KiB a third party reports.
+    assert p["kv_bytes_per_token"] == 2 * 36 * 8 * 128 * 2 == 147_456 == 144 * 1024
+    assert p["kv_window_bytes_per_sequence"] == 0
+    assert p["runtime"] == "engine"
+    # The card's 32,768-token context caps nothing here (the profile asks 8192), but --max-seq-len past it notes it.
+    q = plan_json("--model", "qwen3-8b", "--qformat", "full_prec", "--target", "hopper", "--gpu", "H200-SXM-141GB",
+                  "--max-seq-len", "40960", "--max-input-len", "4096")  # fmt: skip
+    assert any("32768 tokens the card recommends" in n for n in q["notes"])
+
+
+def test_qwen3_32b_fp8_hopper(plan_json: PlanJson) -> None:
+    p = plan_json("--model", "qwen3-32b", "--fp8", "--target", "hopper", "--gpu", "H100-SXM5-80GB")
+    assert p["model"]["resolved"] == "tokyotech-llm/Qwen3-Swallow-32B-RL-v0.2"
+    # head_dim 128 is independent of hidden / heads (5120 / 64 = 80): q and o are 5120 x 8192.
+    attn = 2 * 5120 * 64 * 128 + 2 * 5120 * 8 * 128
+    mlp = 3 * 5120 * 25600
+    small = 64 * (2 * 5120 + 2 * 128) + 5120  # input/post norms, q_norm/k_norm of head_dim, final norm
+    embed = 151936 * 5120  # untied: the lm_head is as large again
+    assert p["model"]["params"] == 64 * (attn + mlp) + 2 * embed + small
+    assert abs(p["model"]["params"] - 32.76e9) < 0.01e9
+    gpu = p["gpus"][0]
+    assert gpu["weight_bytes"] == 64 * (attn + mlp) * 1 + 2 * embed * 2 + small * 2
+    assert (p["kv_cache_dtype"], p["kv_bytes_per_token"]) == ("fp8", 2 * 64 * 8 * 128 * 1) == ("fp8", 131_072)
+    assert gpu["fits"] is True
+    blocks = gpu["kv_budget_bytes"] // (131_072 * 32)
+    assert gpu["kv_tokens"] == blocks * 32
+    assert gpu["kv_sequences"] == gpu["kv_budget_bytes"] // (8192 * 131_072)
+    engine = p["commands"]["engine"]["argv"]
+    assert engine[0] == "trtllm-build"
+
+
+def test_qwen3_30b_a3b_fp8_ada(plan_json: PlanJson) -> None:
+    p = plan_json("--model", "qwen3-30b-a3b", "--fp8", "--target", "ada", "--gpu", "L40S")
+    attn = 2 * 2048 * 32 * 128 + 2 * 2048 * 4 * 128
+    expert = 3 * 2048 * 768  # moe_intermediate_size 768, not the 6144 dense-equivalent
+    router = 128 * 2048
+    small = 48 * (2 * 2048 + 2 * 128 + router) + 2048
+    embed = 151936 * 2048
+    assert p["model"]["params"] == 48 * (attn + 128 * expert) + 2 * embed + small
+    assert abs(p["model"]["params"] - 30.53e9) < 0.01e9
+    assert (p["moe_tp_size"], p["moe_ep_size"]) == (1, 1)
+    gpu = p["gpus"][0]
+    assert gpu["weight_bytes"] == 48 * (attn + 128 * expert) + 2 * embed * 2 + small * 2
+    # Batch 1 reads the top-8 of 128 experts, the lm_head, norms and routers; the embedding is gathered.
+    assert gpu["weight_read_bytes_per_step"] == 48 * (attn + 8 * expert) + embed * 2 + small * 2
+    assert p["kv_bytes_per_token"] == 2 * 48 * 4 * 128 * 1 == 49_152  # 96 KiB in BF16, as reported
+    assert gpu["fits"] is True
+    assert p["runtime"] == "engine"
+
+
+def test_gpt_oss_120b_mxfp4_h100x4(plan_json: PlanJson) -> None:
+    p = plan_json("--model", "tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4", "--target", "h100x4")
+    assert (p["runtime"], p["qformat"], p["tp"]) == ("pytorch", "mxfp4", 4)
+    assert p["commands"] == {}  # no trtllm-build for it
+    hidden, layers, experts, vocab = 2880, 36, 128, 201088
+    attn = 2 * hidden * 64 * 64 + 2 * hidden * 8 * 64
+    expert = 3 * hidden * 2880
+    norms = 2 * hidden
+    router = experts * (hidden + 1)  # weight and bias
+    biases = (64 + 2 * 8) * 64 + hidden + 64 + experts * (2 * 2880 + hidden)  # q/k/v/o, sinks, experts
+    small = norms + router + biases
+    total = layers * (attn + experts * expert + small) + 2 * vocab * hidden + hidden
+    assert p["model"]["params"] == total
+    assert abs(total - 116.83e9) < 0.01e9
+    # TP 4: attention split 4 ways in BF16; experts split 4 ways at 4.25 bits (E2M1 + an E8M0 scale per
+    # 32 values); norms, routers, biases, sinks replicated in BF16; embedding and lm_head split 4 ways.
+    attn_rank = (2 * hidden * 64 * 64 // 4 + 2 * hidden * 2 * 64) * 2
+    experts_rank = experts * expert // 4 * 4.25 / 8
+    embed_rank = vocab // 4 * hidden * 2
+    gpu = p["gpus"][0]
+    assert gpu["weight_bytes"] == int(
+        layers * (attn_rank + experts_rank + small * 2) + 2 * embed_rank + hidden * 2
+    )
+    assert abs(gpu["weight_bytes"] / 2**30 - 15.3) < 0.05
+    # KV (BF16): the 18 full-attention layers grow with the sequence; the 18 sliding ones hold 128 tokens.
+    assert p["kv_bytes_per_token"] == 2 * 18 * 8 * 64 * 2 == 36_864
+    assert p["kv_bytes_per_token_per_gpu"] == 2 * 18 * 2 * 64 * 2 == 9_216
+    assert p["kv_window_bytes_per_sequence"] == 2 * 18 * 8 * 64 * 2 * 128 == 4_718_592
+    window_rank = 2 * 18 * 2 * 64 * 2 * 128
+    assert gpu["kv_window_bytes_per_sequence"] == window_rank
+    assert gpu["kv_sequences"] == gpu["kv_budget_bytes"] // (8192 * 9_216 + window_rank)
+    seqs = gpu["kv_sequences"]
+    assert gpu["kv_tokens"] == (gpu["kv_budget_bytes"] - seqs * window_rank) // (9_216 * 32) * 32
+    # Run as shipped: no quantize stage, only the MXFP4 download.
+    assert p["host"]["trtllm_checkpoint_bytes"] == 0
+    assert p["host"]["disk_bytes"] == p["host"]["hf_checkpoint_bytes"]
+
+
+def test_gpt_oss_local_config_layer_types_and_mxfp4(plan_json: PlanJson, tmp_path: Path) -> None:
+    layer_types = ["sliding_attention", "full_attention"] * 12
+    ckpt = write_hf_config(
+        tmp_path / "gpt-oss", architectures=["GptOssForCausalLM"], hidden_size=2880, intermediate_size=2880,
+        num_hidden_layers=24, num_attention_heads=64, num_key_value_heads=8, head_dim=64, vocab_size=201088,
+        max_position_embeddings=131072, rope_theta=150000.0, sliding_window=128, layer_types=layer_types,
+        num_local_experts=32, num_experts_per_tok=4, attention_bias=True,
+        rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                      "original_max_position_embeddings": 4096},
+        quantization_config={"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]},
+    )  # fmt: skip
+    p = plan_json("--model", str(ckpt), "--target", "hopper", "--gpu", "H100-SXM5-80GB")
+    a = p["model"]["arch"]
+    assert (a["sliding_layers"], a["sliding_window"], a["checkpoint_quant"]) == (12, 128, "mxfp4")
+    assert (a["attention_sinks"], a["expert_bias"]) == (True, True)
+    assert a["rope_scaling"]["beta_fast"] == 32.0
+    assert (p["runtime"], p["qformat"]) == ("pytorch", "mxfp4")
+    assert p["kv_bytes_per_token"] == 2 * 12 * 8 * 64 * 2
+    assert abs(p["model"]["params"] - 20.91e9) < 0.01e9
+
+
+def test_qwen3_local_config_head_dim_and_no_sliding(plan_json: PlanJson, tmp_path: Path) -> None:
+    # Qwen3's configs carry sliding_window with use_sliding_window false: every layer is full.
+    ckpt = write_hf_config(
+        tmp_path / "q3", architectures=["Qwen3ForCausalLM"], hidden_size=1024, intermediate_size=3072,
+        num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+        sliding_window=4096, use_sliding_window=False, max_window_layers=28,
+    )  # fmt: skip
+    p = plan_json("--model", str(ckpt), "--qformat", "full_prec", "--target", "hopper")
+    a = p["model"]["arch"]
+    assert (a["head_dim"], a["qk_norm"], a["sliding_window"], a["sliding_layers"]) == (128, True, None, 0)
+    assert p["kv_bytes_per_token"] == 2 * 4 * 8 * 128 * 2
+    attn = 2 * 1024 * 16 * 128 + 2 * 1024 * 8 * 128
+    small = 4 * (2 * 1024 + 2 * 128) + 1024
+    assert p["model"]["params"] == 4 * (attn + 3 * 1024 * 3072) + 2 * 151936 * 1024 + small

@@ -76,3 +76,31 @@ def test_offline_hub_id_not_cached(cli: Callable[..., Any], tmp_path: Path) -> N
     assert "Llama-3.1-Swallow-8B-Instruct-v0.3" in line
     assert "HF_HUB_OFFLINE" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        ("tokyotech-llm/Qwen3-Swallow-8B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-8B-RL-v0.2 with --int4-awq"),
+        ("Qwen3-Swallow-30B-A3B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-30B-A3B-RL-v0.2 with --int4-awq"),
+        ("Qwen3-Swallow-32B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-32B-RL-v0.2 with --int4-awq"),
+        ("Qwen3-Swallow-32B-RL-v0.2-GPTQ-INT4", "made private"),
+        ("gpt-oss-20b", "has no TensorRT engine model"),
+        ("tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4", "has no TensorRT engine model"),
+    ],
+)  # fmt: skip
+def test_2026_repos_refused(cli: Callable[..., Any], tmp_path: Path, model: str, needle: str) -> None:
+    out = tmp_path / "out"
+    result = cli("quantize", "--model", model, "--int4-awq", "--out", str(out))
+    assert needle in one_line_error(result, 2)
+    assert not out.exists()
+
+
+def test_local_awq_desc_act_refused(cli: Callable[..., Any], tmp_path: Path) -> None:
+    ckpt = write_hf_config(tmp_path / "ckpt", architectures=["Qwen3ForCausalLM"], head_dim=128,
+                           quantization_config={"quant_method": "awq", "desc_act": True})  # fmt: skip
+    out = tmp_path / "out"
+    line = one_line_error(cli("quantize", "--model", str(ckpt), "--fp8", "--out", str(out)), 2)
+    assert "desc_act true" in line
+    assert "--int4-awq" in line
+    assert not out.exists()
