@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -37,18 +36,10 @@ ERROR_BUDGET_MS = 1.0
 
 
 def _repo(root: Path) -> Path:
-    from swallow_trt.triton_repo.configs import TrtllmModelSettings, tensorrt_llm_config, to_pbtxt
+    from tests.fixtures.schedule_model import add_schedule_model
 
     repo = root / "repo"
-    (repo / "tensorrt_llm" / "1").mkdir(parents=True)
-    config = tensorrt_llm_config(
-        TrtllmModelSettings(engine_dir="/unused", max_batch_size=64, backend="python"),
-        reference_parameters={"first_token_ms": 0, "token_interval_ms": 0},
-    )
-    (repo / "tensorrt_llm" / "config.pbtxt").write_text(to_pbtxt(config), encoding="utf-8")
-    shutil.copyfile(
-        ROOT / "tests" / "triton_models" / "schedule" / "model.py", repo / "tensorrt_llm" / "1" / "model.py"
-    )
+    add_schedule_model(repo, "tensorrt_llm", first_token_ms=0, token_interval_ms=0)
     return repo
 
 

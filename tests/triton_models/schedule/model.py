@@ -18,7 +18,16 @@ Parameters (config.pbtxt ``parameters``, strings):
   ``end_id == -1`` (what the profiler must send to force the output length);
 - ``stall_ms``, ``stall_at``, ``stall_period``: when the number of requests received so far, modulo
   ``stall_period``, equals ``stall_at``, hold every send (of every request) for ``stall_ms`` from that
-  request's arrival; sends that fell due meanwhile go out when the stall ends.
+  request's arrival; sends that fell due meanwhile go out when the stall ends. Each send is stamped and
+  checked against the stall under the lock that sets it, so no send is stamped between the moment a
+  stall is set and its end;
+- ``record_path`` (none): append what the model did, one JSON object a line, so tests can hold the
+  profiler to it: per request, written just before its final send (so a client that has the final
+  response finds the line), ``{"arrival", "received", "inputs", "due", "sent", "tokens"}`` (``arrival``:
+  CLOCK_MONOTONIC ns when ``execute`` took it; ``received``: its place in the arrival order, from 1;
+  ``due``/``sent``/``tokens``: per response, when it was due, its ``last_token_time_ns`` stamp, its
+  token count; ``dropped``: true when the client had gone); per stall, when it is set,
+  ``{"stall": {"received", "arrival", "set", "until"}}``.
 """
 
 import heapq
@@ -47,6 +56,8 @@ class TritonPythonModel:
         self.stall_ns = int(float(params.get("stall_ms", "0")) * 1e6)
         self.stall_at = int(params.get("stall_at", "0") or 0)
         self.stall_period = int(params.get("stall_period", "0") or 0)
+        record = params.get("record_path", "")
+        self.record = open(record, "a", encoding="utf-8") if record else None  # noqa: SIM115 - open for the model's life
         self.stall_until = 0
         self.received = 0
         self.heap = []
@@ -69,11 +80,15 @@ class TritonPythonModel:
                 continue
             n = _scalar(request, "request_output_len")
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
-            state = {"sender": sender, "left": n, "sent": 0, "start": now, "inputs": len(ids), "tok": 0}
+            state = {"sender": sender, "left": n, "sent": 0, "start": now, "inputs": len(ids),
+                     "due": [], "stamps": [], "tokens": []}  # fmt: skip
             with self.cond:
                 self.received += 1
+                state["received"] = self.received
                 if self.stall_period and self.received % self.stall_period == self.stall_at:
                     self.stall_until = now + self.stall_ns
+                    self._write({"stall": {"received": self.received, "arrival": now,
+                                           "set": time.monotonic_ns(), "until": self.stall_until}})  # fmt: skip
                 heapq.heappush(self.heap, (now + self.first_ns, next(self.seq), state))
                 self.cond.notify()
         return None
@@ -93,8 +108,7 @@ class TritonPythonModel:
         return None
 
     def _loop(self):
-        while self.running:
-            due = []
+        while True:
             with self.cond:
                 while self.running:
                     now = time.monotonic_ns()
@@ -102,40 +116,62 @@ class TritonPythonModel:
                     if gate is not None and gate <= now:
                         break
                     self.cond.wait(None if gate is None else (gate - now) / 1e9)
-                while self.heap and self.heap[0][0] <= now and self.stall_until <= now:
-                    due.append(heapq.heappop(self.heap))
-            for _, _, state in due:
-                if self._send(state):
-                    last = (
-                        state["sent"] + min(self.chunk, state["left"]) - 1
-                    )  # the next response's last token
-                    at = state["start"] + self.first_ns + last * self.interval_ns
-                    with self.cond:
-                        heapq.heappush(self.heap, (at, next(self.seq), state))
+                if not self.running:
+                    return
+                due, _, state = heapq.heappop(self.heap)
+                # Stamped under the lock that sets a stall: a stall set after this stamp holds the
+                # sends after it, so no stamp falls inside a stall (what tests hold the profiler to).
+                stamp = time.monotonic_ns()
+            state["due"].append(due)
+            if self._send(state, stamp):
+                last = state["sent"] + min(self.chunk, state["left"]) - 1  # the next response's last token
+                at = state["start"] + self.first_ns + last * self.interval_ns
+                with self.cond:
+                    heapq.heappush(self.heap, (at, next(self.seq), state))
 
-    def _send(self, state):
+    def _send(self, state, stamp):
         """Send the next response (one token first, then up to ``chunk``); True when more are to come."""
         n = 1 if state["sent"] == 0 else min(self.chunk, state["left"])
         ids = [(state["sent"] + j) % 1000 + 10 for j in range(n)]
         state["left"] -= n
         state["sent"] += n
+        state["stamps"].append(stamp)
+        state["tokens"].append(n)
         last = state["left"] == 0
         tensors = [
             pb_utils.Tensor("output_ids", np.array([[ids]], dtype=np.int32)),
             pb_utils.Tensor("sequence_length", np.array([[n]], dtype=np.int32)),
-            pb_utils.Tensor("last_token_time_ns", np.array([[time.monotonic_ns()]], dtype=np.int64)),
+            pb_utils.Tensor("last_token_time_ns", np.array([[stamp]], dtype=np.int64)),
         ]
         if state["sent"] == n:
             tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[state["inputs"]]], dtype=np.int32)))
+        if last:  # before the send: a client holding the final response finds the record
+            self._record(state, dropped=False)
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if last else 0
         try:
             state["sender"].send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
         except Exception:  # the client went away: drop the request
+            if not last:
+                self._record(state, dropped=True)
             return False
         return not last
+
+    def _record(self, state, dropped):
+        line = {k: state[k] for k in ("received", "inputs", "due", "tokens")}
+        line |= {"arrival": state["start"], "sent": state["stamps"], "dropped": dropped}
+        with self.cond:
+            self._write(line)
+
+    def _write(self, obj):
+        """One line, flushed (the caller holds ``cond``: execute and the scheduler both write)."""
+        if self.record is not None:
+            self.record.write(json.dumps(obj) + "\n")
+            self.record.flush()
 
     def finalize(self):
         with self.cond:
             self.running = False
             self.cond.notify()
         self.thread.join(timeout=5)
+        if self.record is not None:
+            self.record.close()
