@@ -42,7 +42,7 @@ from swallow_trt.profiles import Profile, get_target
 from swallow_trt.quantize.calib import calibration_file, calibration_texts
 from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, inspect_checkpoint
 from swallow_trt.quantize.formats import DTYPE_BYTES, FORMATS
-from swallow_trt.quantize.validate import Expected, raise_if_invalid, validate_export
+from swallow_trt.quantize.validate import Expected, complete_config, raise_if_invalid, validate_export
 from swallow_trt.quantize.worker import CalibSettings, WorkerSpec
 from swallow_trt.registry import check_buildable, resolve_model
 
@@ -308,6 +308,8 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
                 out_dir=str(temp),
             )
             done, argv = run_worker(spec, temp, ui)
+            for field_set in complete_config(temp, ckpt.arch):
+                ui.phase(f"checkpoint config: {field_set} (TensorRT-LLM reads it; the export leaves it out)")
             ui.phase("validating the export against the HF config")
             expected = Expected(
                 arch=ckpt.arch, qformat=qformat, kv_cache_dtype=kv, tp=req.tp, pp=req.pp, dtype=dtype

@@ -13,6 +13,7 @@ and 512 / tp are multiples of 128). The weights are random; the models generate 
 API::
 
     KINDS                                   # ("llama2", "llama31", "mistral", "mixtral")
+    KINDS_2026                              # ("qwen3", "qwen3_moe", "gpt_oss")
     shape(kind, **overrides) -> dict        # config kwargs of that kind
     make_checkpoint(dir, kind, seed=0, name_or_path=None, **overrides) -> dir      # model.safetensors
     make_sharded_checkpoint(dir, kind, max_shard_size="20MB", ...) -> dir          # + index.json
@@ -68,7 +69,9 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 KINDS: Final = ("llama2", "llama31", "mistral", "mixtral")
-Kind = Literal["llama2", "llama31", "mistral", "mixtral"]
+# The 2026 generation, kept apart so the suites that loop over KINDS do not grow by them unasked.
+KINDS_2026: Final = ("qwen3", "qwen3_moe", "gpt_oss")
+Kind = Literal["llama2", "llama31", "mistral", "mixtral", "qwen3", "qwen3_moe", "gpt_oss"]
 Problem = Literal["missing_shard", "truncated", "pickle_only", "unsupported_arch", "index_missing_file"]
 PROBLEMS: Final[tuple[Problem, ...]] = (
     "missing_shard",
@@ -137,6 +140,68 @@ _SHAPES: Final[dict[str, dict[str, Any]]] = {
         "bos_token_id": 1,
         "eos_token_id": 2,
     },
+    # Qwen3-Swallow: head_dim 128 independent of hidden / heads (8 x 128 = 1024 != 512), GQA, q/k norm,
+    # the real 151,936 vocab (embedding and lm_head untied), rope theta 1e6, no sliding window.
+    "qwen3": {
+        "architectures": ["Qwen3ForCausalLM"],
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1e6,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "attention_bias": False,
+        "bos_token_id": 151643,
+        "eos_token_id": [151645, 151643],
+    },
+    # Qwen3-Swallow-30B-A3B: 128 experts, top-8, renormalised top-k weights, no shared expert, every
+    # layer MoE; the expert width is shrunk to 256 (768 at full size) so that AWQ group 128 holds at TP 2.
+    "qwen3_moe": {
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1e6,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "moe_intermediate_size": 256,
+        "norm_topk_prob": True,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "bos_token_id": 151643,
+        "eos_token_id": [151645, 151643],
+    },
+    # GPT-OSS-Swallow: alternating sliding (128) / full attention, attention bias and sinks, 32 experts
+    # top-4 with biases, head_dim 64, yarn rope, the real 201,088 vocab. BF16 weights (the Swallow repos
+    # that are not -MXFP4).
+    "gpt_oss": {
+        "architectures": ["GptOssForCausalLM"],
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+        "intermediate_size": 512,
+        "vocab_size": 201088,
+        "max_position_embeddings": 131072,
+        "rope_theta": 150000.0,
+        "rope_scaling": {
+            "rope_type": "yarn",
+            "factor": 32.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "truncate": False,
+            "original_max_position_embeddings": 4096,
+        },
+        "sliding_window": 128,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "attention_bias": True,
+        "num_local_experts": 32,
+        "num_experts_per_tok": 4,
+        "bos_token_id": 199998,
+        "eos_token_id": [200002, 199999, 200012],
+    },
 }
 
 # The tokenizer style of each kind.
@@ -145,6 +210,11 @@ _STYLE: Final[dict[str, Literal["byte_level", "sentencepiece"]]] = {
     "llama31": "byte_level",
     "mistral": "sentencepiece",
     "mixtral": "sentencepiece",
+    # The Qwen and o200k-style tokenizer families belong to the detokenisation tests; for these
+    # checkpoints the byte-level tokenizer only feeds calibration (ids below 4000 of the real vocab).
+    "qwen3": "byte_level",
+    "qwen3_moe": "byte_level",
+    "gpt_oss": "byte_level",
 }
 
 # The split regex of the Llama-3 tokenizer (tiktoken cl100k style).
@@ -182,7 +252,7 @@ _TOKENIZER_CACHE: dict[str, str] = {}
 def shape(kind: str, **overrides: Any) -> dict[str, Any]:
     """The config kwargs of ``kind`` (a new dict; ``overrides`` replace or add keys)."""
     if kind not in _SHAPES:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS + KINDS_2026)}")
     kwargs: dict[str, Any] = {**_COMMON, **json.loads(json.dumps(_SHAPES[kind]))}
     kwargs.update(overrides)
     return kwargs
@@ -344,7 +414,14 @@ def make_tokenizer(kind: str, **overrides: Any) -> PreTrainedTokenizerFast:
 
 
 def _config(kind: str, **overrides: Any) -> PretrainedConfig:
-    from transformers import LlamaConfig, MistralConfig, MixtralConfig
+    from transformers import (
+        GptOssConfig,
+        LlamaConfig,
+        MistralConfig,
+        MixtralConfig,
+        Qwen3Config,
+        Qwen3MoeConfig,
+    )
 
     kwargs = shape(kind, **overrides)
     arch = kwargs["architectures"][0]
@@ -352,6 +429,9 @@ def _config(kind: str, **overrides: Any) -> PretrainedConfig:
         "LlamaForCausalLM": LlamaConfig,
         "MistralForCausalLM": MistralConfig,
         "MixtralForCausalLM": MixtralConfig,
+        "Qwen3ForCausalLM": Qwen3Config,
+        "Qwen3MoeForCausalLM": Qwen3MoeConfig,
+        "GptOssForCausalLM": GptOssConfig,
     }.get(arch)
     if cls is None:
         raise ValueError(f"no config class for architecture {arch!r}")

@@ -23,6 +23,13 @@ from swallow_trt.quantize.formats import AWQ_GROUP_SIZE, FORMATS, KV_QUANT_ALGO
 ST_DTYPE = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 PACKED_INT4 = ("int4_awq", "w4a8_awq")
 LAYER = re.compile(r"^transformer\.layers\.(\d+)\.")
+# TensorRT-LLM's QWenConfig takes qwen_type (qk_layernorm for qwen3/qwen3_moe) and attn_bias (default
+# True) from the checkpoint config, which modelopt 0.47's export leaves out (seen here on a tiny Qwen3).
+QWEN_TYPE = {"Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3_moe"}
+# MoeConfig.ExpertScaleNormalizationMode (tensorrt_llm/layers/moe.py): NONE 0, RENORMALIZE 1. HF's
+# norm_topk_prob: true renormalises the top-k router weights, i.e. RENORMALIZE; QWenConfig's own
+# from_hugging_face sets NONE.
+MOE_NONE, MOE_RENORMALIZE = 0, 1
 
 
 @dataclass
@@ -64,8 +71,58 @@ def _close(a: Any, b: Any) -> bool:
         return False
 
 
+def moe_normalization(arch: ModelArch) -> int:
+    return MOE_RENORMALIZE if arch.norm_topk_prob else MOE_NONE
+
+
+def complete_config(out_dir: Path, arch: ModelArch) -> list[str]:
+    """Write the Qwen3 fields TensorRT-LLM reads but the export omits; returns what was set."""
+    qwen_type = QWEN_TYPE.get(arch.hf_class)
+    if qwen_type is None:
+        return []
+    path = out_dir / "config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    wanted: dict[str, Any] = {"qwen_type": qwen_type, "attn_bias": False}
+    if arch.is_moe:
+        wanted["moe_intermediate_size"] = arch.expert_intermediate_size
+        wanted["moe_shared_expert_intermediate_size"] = 0
+    changed = [f"{k}={v}" for k, v in wanted.items() if cfg.get(k) != v]
+    cfg.update(wanted)
+    if arch.is_moe:
+        moe = dict(cfg.get("moe") or {})
+        if moe.get("normalization_mode") != moe_normalization(arch):
+            changed.append(f"moe.normalization_mode={moe_normalization(arch)}")
+        moe["normalization_mode"] = moe_normalization(arch)
+        cfg["moe"] = moe
+    path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    return changed
+
+
+def check_qwen3(cfg: dict[str, Any], a: ModelArch, rep: Report) -> None:
+    want = QWEN_TYPE[a.hf_class]
+    rep.check(
+        cfg.get("architecture") == a.hf_class,
+        f"architecture {cfg.get('architecture')!r}, HF has {a.hf_class}",
+    )
+    rep.check(
+        cfg.get("qwen_type") == want, f"qwen_type {cfg.get('qwen_type')!r}, expected {want!r} (q/k norm)"
+    )
+    rep.check(
+        cfg.get("attn_bias") is False, f"attn_bias {cfg.get('attn_bias')!r}: Qwen3 has no attention bias"
+    )
+    if a.is_moe:
+        mode = (cfg.get("moe") or {}).get("normalization_mode")
+        rep.check(
+            mode == moe_normalization(a),
+            f"moe.normalization_mode {mode!r}, HF norm_topk_prob {str(a.norm_topk_prob).lower()} needs "
+            f"{moe_normalization(a)} ({'RENORMALIZE' if a.norm_topk_prob else 'NONE'})",
+        )
+
+
 def check_config(cfg: dict[str, Any], exp: Expected, rep: Report) -> None:
     a = exp.arch
+    if a.hf_class in QWEN_TYPE:
+        check_qwen3(cfg, a, rep)
     rep.check(
         cfg.get("architecture") in ("LlamaForCausalLM", a.hf_class),
         f"architecture {cfg.get('architecture')!r}, expected LlamaForCausalLM or {a.hf_class}",
@@ -166,7 +223,7 @@ def _linear_shapes(exp: Expected) -> dict[str, tuple[int, ...]]:
     if a.is_moe:
         moe_tp = exp.moe_tp or tp
         experts = a.num_local_experts // exp.moe_ep
-        inter = a.intermediate_size // moe_tp
+        inter = a.expert_intermediate_size // moe_tp
         shapes["mlp.fc"] = (experts, 2 * inter, a.hidden_size)
         shapes["mlp.proj"] = (experts, a.hidden_size, inter)
     else:
@@ -210,6 +267,9 @@ def check_rank(path: Path, rank: int, exp: Expected, rep: Report) -> None:
         prefix = f"transformer.layers.{layer}."
         need(prefix + "input_layernorm.weight", (a.hidden_size,), (dt,))
         need(prefix + "post_layernorm.weight", (a.hidden_size,), (dt,))
+        if a.qk_norm:
+            need(prefix + "attention.q_layernorm.weight", (a.head_dim,), (dt,))
+            need(prefix + "attention.k_layernorm.weight", (a.head_dim,), (dt,))
         if a.is_moe:
             need(prefix + "mlp.router.weight", (a.num_local_experts, a.hidden_size), (dt, "F32"))
         for name, logical in shapes.items():

@@ -415,3 +415,80 @@ def test_other_formats(
         == {"int8_sq": "W8A8_SQ_PER_CHANNEL", "w4a8_awq": "W4A8_AWQ", "int8_wo": "W8A16"}[qformat]
     )
     assert quant.get("kv_cache_quant_algo") == {"int8": "INT8", "fp8": "FP8", "auto": None}[kv]
+
+
+# --- the 2026 generation (issue 13) --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def qwen3_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt-2026") / "qwen3", "qwen3")
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+@pytest.mark.parametrize("qformat", ["fp8", "int4_awq"])
+def test_qwen3_quantizes_and_validates(
+    cli: Callable[..., Any], qwen3_checkpoint: Path, outputs: Path, qformat: str, tp: int
+) -> None:
+    out = outputs / f"qwen3-{qformat}-tp{tp}"
+    result = cli("quantize", "--model", str(qwen3_checkpoint), "--qformat", qformat, "--tp", str(tp),
+                 *FAST, "--out", str(out), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads(result.stdout)["manifest"]
+    assert manifest["validation"]["ok"] is True
+    cfg = json.loads((out / "config.json").read_text())
+    # Written by the stage: modelopt 0.47 leaves them out, and QWenConfig defaults attn_bias to True.
+    assert (cfg["architecture"], cfg["qwen_type"], cfg["attn_bias"]) == ("Qwen3ForCausalLM", "qwen3", False)
+    assert cfg["head_size"] == 128  # independent of hidden 512 / 8 heads
+    assert cfg["rotary_base"] == 1e6
+    rank0 = load_file(out / "rank0.safetensors")
+    assert rank0["transformer.layers.0.attention.q_layernorm.weight"].shape == (128,)
+    assert rank0["transformer.layers.0.attention.k_layernorm.weight"].shape == (128,)
+    # The validator refuses the export as modelopt wrote it (no qwen_type, no attn_bias).
+    exp = Expected(arch=arch_of(qwen3_checkpoint), qformat=qformat, kv_cache_dtype="auto", tp=tp, pp=1,
+                   dtype="bfloat16")  # fmt: skip
+    assert not validate_export(out, exp).problems
+    (tmp := outputs / f"qwen3-{qformat}-tp{tp}-raw").mkdir()
+    for f in out.glob("rank*.safetensors"):
+        (tmp / f.name).symlink_to(f)
+    raw = {k: v for k, v in cfg.items() if k not in ("qwen_type", "attn_bias")}
+    (tmp / "config.json").write_text(json.dumps(raw))
+    problems = validate_export(tmp, exp).problems
+    assert any("qwen_type None" in p for p in problems)
+    assert any("attn_bias None" in p for p in problems)
+
+
+def test_qwen3_moe_normalisation_disagreeing_with_norm_topk_prob_is_caught(tmp_path: Path) -> None:
+    """A Qwen3-MoE checkpoint config whose MoE normalisation is NONE (QWenConfig.from_hugging_face's own
+    choice) while HF says norm_topk_prob: true fails validation; RENORMALIZE passes the same check."""
+    from swallow_trt.quantize.validate import MOE_RENORMALIZE, Report, check_config
+    from swallow_trt.registry import resolve_model
+
+    arch = resolve_model("qwen3-30b-a3b").arch
+    assert arch.norm_topk_prob
+    exp = Expected(arch=arch, qformat="fp8", kv_cache_dtype="fp8", tp=1, pp=1, dtype="bfloat16")
+    good = {
+        "architecture": "Qwen3MoeForCausalLM", "qwen_type": "qwen3_moe", "attn_bias": False,
+        "vocab_size": arch.vocab_size, "hidden_size": arch.hidden_size, "intermediate_size": arch.intermediate_size,
+        "num_hidden_layers": arch.num_hidden_layers, "num_attention_heads": arch.num_attention_heads,
+        "num_key_value_heads": arch.num_key_value_heads, "max_position_embeddings": arch.max_position_embeddings,
+        "head_size": arch.head_dim, "rotary_base": arch.rope_theta, "dtype": "bfloat16",
+        "mapping": {"tp_size": 1, "pp_size": 1, "world_size": 1, "moe_tp_size": 1, "moe_ep_size": 1},
+        "moe": {"num_experts": 128, "top_k": 8, "normalization_mode": MOE_RENORMALIZE},
+        "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"},
+    }  # fmt: skip
+    ok = Report()
+    check_config(good, exp, ok)
+    assert ok.problems == []
+    wrong = {**good, "moe": {**good["moe"], "normalization_mode": 0}}
+    bad = Report()
+    check_config(wrong, exp, bad)
+    assert bad.problems == ["moe.normalization_mode 0, HF norm_topk_prob true needs 1 (RENORMALIZE)"]
+    # complete_config writes the mode HF's norm_topk_prob implies into an exported config.
+    from swallow_trt.quantize.validate import complete_config
+
+    (tmp_path / "config.json").write_text(json.dumps(wrong))
+    assert "moe.normalization_mode=1" in complete_config(tmp_path, arch)
+    fixed = Report()
+    check_config(json.loads((tmp_path / "config.json").read_text()), exp, fixed)
+    assert fixed.problems == []
