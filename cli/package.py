@@ -14,7 +14,11 @@ HELP = """Write a self-contained Triton model repository for a Swallow model.
 
 Models: tensorrt_llm (the engine), preprocessing / postprocessing / ensemble (raw text in and out,
 upstream's layout) and chat (decoupled streaming: the chat format of the model's family, exact Japanese
-streaming, stop words, multi-turn). The tokenizer is copied in.
+streaming, stop words, multi-turn). Self-contained: the tokenizer (chat_template.jinja too), the
+engine or checkpoint (hard-linked where possible) and the xgrammar tokenizer info are inside it, and every
+path in its configs is relative to it, so it can be moved or copied to another machine. Guided decoding
+(xgrammar) is on: requests may carry guided_decoding_guide_type (json, json_schema, regex, ebnf_grammar)
+and guided_decoding_guide, and temperature, top_k, top_p, seed and the penalties.
 
 --engine DIR (tensorrtllm backend): the engine `swallow-trt build` wrote. max_batch_size never exceeds
 the engine's, chunked context is on only when the engine has paged context FMHA, gpu_device_ids cover

@@ -3,6 +3,10 @@
 The ``tensorrt_llm`` model's tensors follow the shipped contract (data/tensorrtllm-backend-model.json,
 the engine-era inflight_batcher_llm layout) exactly: names, data types, dims, optional, reshape and
 ragged batching come from that file, not from a template, so nothing like ``${...}`` can be left behind.
+Every config carries the contract's ``required_parameter_keys`` (the 1.x backend's guided-decoding setup
+reads ``tokenizer_dir``, ``guided_decoding_backend`` and ``xgrammar_tokenizer_info_path`` with no
+fallback, so a config without one fails to load); :func:`check_required_parameters` says which is
+missing, and the repository writer calls it before writing.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ class TrtllmModelSettings:
     exclude_input_in_output: bool = True
     backend: str = "tensorrtllm"
     instances: int = 1
+    # Guided decoding: on with xgrammar unless guided_decoding_backend is "" (the backend's "off").
+    tokenizer_dir: str = ""
+    guided_decoding_backend: str = "xgrammar"
+    xgrammar_tokenizer_info_path: str = ""
+    # Prefix reuse of the KV cache; needs an engine built with paged context FMHA.
+    enable_kv_cache_reuse: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -52,6 +62,10 @@ class TrtllmModelSettings:
             )
         if self.logits_dtype not in LOGITS_DTYPES:
             raise ValueError(f"logits dtype {self.logits_dtype!r}")
+        if self.guided_decoding_backend not in ("", "xgrammar"):
+            raise ValueError(f"guided_decoding_backend {self.guided_decoding_backend!r}: xgrammar or ''")
+        if self.guided_decoding_backend and not self.xgrammar_tokenizer_info_path:
+            raise ValueError("guided decoding with xgrammar needs xgrammar_tokenizer_info_path")
 
 
 def _dtype(name: str, logits: str) -> Any:
@@ -113,6 +127,10 @@ def tensorrt_llm_config(
     _param(config, "kv_cache_free_gpu_mem_fraction", s.kv_cache_free_gpu_mem_fraction)
     _param(config, "enable_chunked_context", s.enable_chunked_context)
     _param(config, "exclude_input_in_output", s.exclude_input_in_output)
+    _param(config, "enable_kv_cache_reuse", s.enable_kv_cache_reuse)
+    _param(config, "tokenizer_dir", s.tokenizer_dir)
+    _param(config, "guided_decoding_backend", s.guided_decoding_backend)
+    _param(config, "xgrammar_tokenizer_info_path", s.xgrammar_tokenizer_info_path)
     # Upstream's value; the Python backend (the reference backend) accepts only "yes"/"no" here.
     _param(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
     if s.gpu_device_ids:
@@ -125,7 +143,23 @@ def tensorrt_llm_config(
     unknown = set(config.parameters) - set(c["parameter_keys"]) - set(reference_parameters or {})
     if unknown:
         raise ValueError(f"parameters outside the backend contract: {sorted(unknown)}")
+    check_required_parameters(config)
     return config
+
+
+def missing_required_parameters(config: Any) -> list[str]:
+    """The contract's required parameter keys a ``tensorrt_llm`` config lacks (in the contract's order)."""
+    return [k for k in contract()["required_parameter_keys"]["keys"] if k not in config.parameters]
+
+
+def check_required_parameters(config: Any) -> None:
+    """Refuse a config the 1.x backend would not load: it reads these keys with no fallback."""
+    missing = missing_required_parameters(config)
+    if missing:
+        raise ValueError(
+            f"the tensorrt_llm config lacks {', '.join(missing)}: the 1.x backend fails to load it with "
+            f"'Cannot find parameter with name: {missing[0]}'"
+        )
 
 
 def to_pbtxt(config: Any) -> str:
@@ -144,6 +178,27 @@ def from_pbtxt(text: str) -> Any:
 
 TensorSpec = tuple[str, str, list[int], bool]  # name, data type, dims, optional (inputs only)
 
+# The sampling and guided-decoding inputs of the ensemble and chat (upstream ensemble's names) and the
+# tensorrt_llm inputs they feed.
+SAMPLING_TO_LLM: dict[str, str] = {
+    "temperature": "temperature",
+    "top_k": "runtime_top_k",
+    "top_p": "runtime_top_p",
+    "seed": "seed",
+    "repetition_penalty": "repetition_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "guided_decoding_guide_type": "guided_decoding_guide_type",
+    "guided_decoding_guide": "guided_decoding_guide",
+}
+
+
+def sampling_inputs() -> list[TensorSpec]:
+    """The sampling inputs as optional [1] tensors of the ``tensorrt_llm`` contract's data types."""
+    dtypes = {i["name"]: i["data_type"] for i in contract()["inputs"]}
+    return [(outer, dtypes[llm], [1], True) for outer, llm in SAMPLING_TO_LLM.items()]
+
+
 CHAT_INPUTS: list[TensorSpec] = [
     ("text_input", "TYPE_STRING", [1], False),
     ("max_tokens", "TYPE_INT32", [1], True),
@@ -152,6 +207,7 @@ CHAT_INPUTS: list[TensorSpec] = [
     ("system_prompt", "TYPE_STRING", [1], True),
     ("history", "TYPE_STRING", [1], True),
     ("stop", "TYPE_STRING", [-1], True),
+    *sampling_inputs(),
 ]
 CHAT_OUTPUTS: list[TensorSpec] = [
     ("text_output", "TYPE_STRING", [1], False),
@@ -239,13 +295,15 @@ def postprocessing_config(parameters: dict[str, Any], max_batch_size: int, insta
 
 def ensemble_config(max_batch_size: int, llm: str = "tensorrt_llm") -> Any:
     """text -> preprocessing -> tensorrt_llm -> postprocessing -> text. ``stream`` (BOOL) is passed to
-    ``tensorrt_llm``'s ``streaming``; ``output_ids`` and ``sequence_length`` come straight from it."""
+    ``tensorrt_llm``'s ``streaming`` and the sampling inputs to theirs (``top_k`` -> ``runtime_top_k``, as
+    upstream's ensemble does; the backend checks them); ``output_ids`` and ``sequence_length`` come
+    straight from it."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = mc.ModelConfig(name="ensemble", platform="ensemble", max_batch_size=max_batch_size)
     _tensors(
         config,
-        [*ENSEMBLE_INPUTS, ("stream", "TYPE_BOOL", [1], True)],
+        [*ENSEMBLE_INPUTS, ("stream", "TYPE_BOOL", [1], True), *sampling_inputs()],
         [*TEXT_OUTPUT, *POSTPROCESSING_INPUTS],
     )
     pre = [n for n, *_ in PREPROCESSING_OUTPUTS]
@@ -253,7 +311,7 @@ def ensemble_config(max_batch_size: int, llm: str = "tensorrt_llm") -> Any:
         ("preprocessing", {n: n for n, *_ in ENSEMBLE_INPUTS}, {n: f"_{n}" for n in pre}),
         (
             llm,
-            {**{n: f"_{n}" for n in pre}, "streaming": "stream"},
+            {**{n: f"_{n}" for n in pre}, "streaming": "stream", **{v: k for k, v in SAMPLING_TO_LLM.items()}},
             {"output_ids": "output_ids", "sequence_length": "sequence_length"},
         ),
         ("postprocessing", {"output_ids": "output_ids", "sequence_length": "sequence_length"},

@@ -41,6 +41,7 @@ def inspect_repo(repo: Path) -> RepoInfo:
     if config.backend != "tensorrtllm":
         return RepoInfo(repo, config.backend, None, 1)
     engine = Path(config.parameters["gpt_model_path"].string_value)
+    engine = engine if engine.is_absolute() else repo / engine  # packaged: relative to the repository
     try:
         mapping = json.loads((engine / "config.json").read_text())["pretrained_config"]["mapping"]
         world = int(mapping.get("world_size") or 1)

@@ -20,7 +20,7 @@ from swallow_trt.triton_repo.chat import Message, adds_bos, render, stop_words_l
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
     """A Python-backend model's config parameters (``initialize``'s ``args``) as plain strings."""
     config = json.loads(args["model_config"])
-    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+    return resolve_paths(args, {k: v["string_value"] for k, v in config.get("parameters", {}).items()})
 
 
 class RequestError(ValueError):
@@ -175,3 +175,21 @@ class StopFilter:
     def close(self) -> str:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+# Parameters that name files; in a packaged repository they are relative to its root (see repo.py).
+PATH_PARAMETERS = ("tokenizer_dir", "gpt_model_path", "xgrammar_tokenizer_info_path")
+
+
+def resolve_paths(args: dict[str, str], params: dict[str, str]) -> dict[str, str]:
+    """``params`` with each relative path parameter made absolute against the repository root: the
+    parent of the model directory Triton gives a Python model as ``args["model_repository"]``."""
+    from pathlib import Path
+
+    root = Path(args["model_repository"]).parent
+    out = dict(params)
+    for key in PATH_PARAMETERS:
+        value = out.get(key)
+        if value and not Path(value).is_absolute():
+            out[key] = str(root / value)
+    return out

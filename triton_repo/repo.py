@@ -1,10 +1,25 @@
 """Write a Triton model repository, atomically: configs from ModelConfig messages, the Python-backend
-models shipped in ``triton_repo/models``, and the tokenizer files copied in (self-contained).
+models shipped in ``triton_repo/models``, and everything they read copied in (self-contained).
 
 Models: ``tensorrt_llm`` (the TensorRT-LLM C++ backend on an engine, or the reference backend on the HF
 checkpoint; one tensor contract), ``preprocessing`` / ``postprocessing`` / ``ensemble`` (text in, text
 out, raw prompts, upstream's layout) and ``chat`` (decoupled BLS: chat format, exact Japanese streaming,
 stops, multi-turn).
+
+Paths. A repository is built on one machine and served on another, so every path in its configs is
+relative to the repository root and names something inside it::
+
+    chat/tokenizer/                            every tokenizer file of the model (chat_template.jinja too)
+    tensorrt_llm/xgrammar_tokenizer_info.json  the tokenizer's xgrammar info (guided decoding)
+    tensorrt_llm/1/engine/                     the engine (tensorrtllm backend), or
+    tensorrt_llm/1/checkpoint/                 the HF checkpoint (reference backend)
+
+Files are hard-linked where source and repository share a file system (no copy of a 70B engine), else
+copied. The Python models resolve a relative path against the repository root, which is the parent of
+the model directory Triton passes them (``pipeline.model_parameters``). The C++ backend opens
+``gpt_model_path`` and ``xgrammar_tokenizer_info_path`` exactly as written (``std::filesystem`` on the
+string, in ``model_instance_state.cc``), i.e. relative to its working directory, so ``serve`` starts
+tritonserver (and mpirun's ranks, which inherit it) with the repository root as working directory.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from swallow_trt.errors import UsageError
 from swallow_trt.triton_repo.configs import (
     TrtllmModelSettings,
     chat_config,
+    check_required_parameters,
     ensemble_config,
     postprocessing_config,
     preprocessing_config,
@@ -28,8 +44,44 @@ from swallow_trt.triton_repo.configs import (
 )
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+# What a tokenizer directory may hold: fast and SentencePiece tokenizers, BPE vocabularies, tiktoken
+# files, added tokens and the chat template, which transformers reads from chat_template.jinja.
+TOKENIZER_PATTERNS = (
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "spiece.model",
+    "*.tiktoken", "chat_template*",
+)  # fmt: skip
 MODEL_NAMES = ("tensorrt_llm", "preprocessing", "postprocessing", "ensemble", "chat")
+# Inside the chat model's directory: Triton ignores non-numeric subdirectories of a model, and would take
+# a top-level folder for a model. Relative to the repository root, as every path in the configs.
+TOKENIZER_DIR = "chat/tokenizer"
+XGRAMMAR_INFO = "tensorrt_llm/xgrammar_tokenizer_info.json"
+ENGINE_DIR = "tensorrt_llm/1/engine"
+CHECKPOINT_DIR = "tensorrt_llm/1/checkpoint"
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The tokenizer files of ``directory``; a missing or tokenizer-less directory is a usage error."""
+    if not directory.is_dir():
+        raise UsageError(
+            f"tokenizer directory {directory} does not exist",
+            "pass --tokenizer DIR (the model's tokenizer files) or a checkpoint that has them",
+        )
+    files = sorted({f for pattern in TOKENIZER_PATTERNS for f in directory.glob(pattern) if f.is_file()})
+    if not files:
+        raise UsageError(
+            f"{directory} has no tokenizer files (tokenizer.json, tokenizer.model, ...)",
+            "pass --tokenizer DIR with the model's tokenizer",
+        )
+    return files
+
+
+def _link_or_copy(files: list[Path], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        try:
+            os.link(f, dest / f.name)
+        except OSError:  # another file system, or links not allowed there
+            shutil.copyfile(f, dest / f.name)
 
 
 @dataclass(frozen=True)
@@ -70,7 +122,14 @@ def end_id_for(checkpoint: Path, stop_words: tuple[str, ...]) -> int | None:
     tokenizer numbers it, else the tokenizer's EOS."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer_files(checkpoint)
+    try:
+        tok = AutoTokenizer.from_pretrained(checkpoint)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"{checkpoint} does not load as a tokenizer: {first}", "pass --tokenizer DIR"
+        ) from None
     for word in stop_words:
         tid = tok.convert_tokens_to_ids(word)
         if isinstance(tid, int) and tid != tok.unk_token_id:
@@ -145,12 +204,17 @@ def _write_model(root: Path, name: str, config: Any, model_source: Path | None) 
 def _llm_config(spec: RepoSpec) -> Any:
     e = spec.engine
     if e is None:
+        # KV-cache reuse is what a chat deployment wants (the system prompt is a shared prefix); the
+        # reference backend keeps a cache per request and ignores it.
         return tensorrt_llm_config(
             TrtllmModelSettings(
-                engine_dir=str(spec.checkpoint.absolute()),
+                engine_dir=CHECKPOINT_DIR,
                 max_batch_size=spec.max_batch_size,
                 backend="python",
                 instances=spec.instances,
+                enable_kv_cache_reuse=True,
+                tokenizer_dir=TOKENIZER_DIR,
+                xgrammar_tokenizer_info_path=XGRAMMAR_INFO,
             ),
             reference_parameters={"max_input_len": spec.max_input_len},
         )
@@ -161,12 +225,16 @@ def _llm_config(spec: RepoSpec) -> Any:
         )
     return tensorrt_llm_config(
         TrtllmModelSettings(
-            engine_dir=str(e.engine_dir),
+            engine_dir=ENGINE_DIR,
             max_batch_size=spec.max_batch_size,
             kv_cache_free_gpu_mem_fraction=e.kv_cache_free_gpu_mem_fraction,
             batch_scheduler_policy=e.batch_scheduler_policy,
             enable_chunked_context=e.enable_chunked_context,
             gpu_device_ids=tuple(range(e.world_size)) if e.world_size > 1 else (),
+            # On for chat (the system prompt is a shared prefix) wherever the engine allows it.
+            enable_kv_cache_reuse=e.paged_context_fmha,
+            tokenizer_dir=TOKENIZER_DIR,
+            xgrammar_tokenizer_info_path=XGRAMMAR_INFO,
         )
     )
 
@@ -178,9 +246,7 @@ def write_repo(spec: RepoSpec, out: Path) -> Path:
         raise UsageError(
             f"{ckpt} is not a Hugging Face checkpoint (no config.json)", "pass the checkpoint directory"
         )
-    tok_files = [ckpt / f for f in TOKENIZER_FILES if (ckpt / f).is_file()]
-    if not tok_files:
-        raise UsageError(f"{ckpt} has no tokenizer files", "pass --tokenizer DIR with the model's tokenizer")
+    tok_files = tokenizer_files(ckpt)
     for flag, value in (
         ("--max-batch-size", spec.max_batch_size),
         ("--max-input-len", spec.max_input_len),
@@ -194,17 +260,25 @@ def write_repo(spec: RepoSpec, out: Path) -> Path:
     if out.exists():
         raise UsageError(f"{out} already exists", "choose another --out or remove it")
     llm = _llm_config(spec)  # validates against the engine before anything is written
+    check_required_parameters(llm)
     temp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:
-        # Inside the chat model's directory: Triton ignores non-numeric subdirectories of a model, and
-        # would take a top-level folder for a model.
-        tokenizer_dir = out / "chat" / "tokenizer"
-        (temp / "chat" / "tokenizer").mkdir(parents=True)
+        from swallow_trt.triton_repo.guided import write_tokenizer_info
+
+        tokenizer_dir = TOKENIZER_DIR
         for f in tok_files:
-            shutil.copyfile(f, temp / "chat" / "tokenizer" / f.name)
+            (temp / TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, temp / TOKENIZER_DIR / f.name)
         reference = spec.engine is None
+        if reference:
+            _link_or_copy([f for f in ckpt.iterdir() if f.is_file()], temp / CHECKPOINT_DIR)
+        else:
+            assert spec.engine is not None
+            src = spec.engine.engine_dir
+            _link_or_copy([f for f in src.iterdir() if f.is_file()], temp / ENGINE_DIR)
+        write_tokenizer_info(temp / TOKENIZER_DIR, temp / XGRAMMAR_INFO, spec.end_id)
         _write_model(
             temp,
             "tensorrt_llm",
@@ -213,7 +287,7 @@ def write_repo(spec: RepoSpec, out: Path) -> Path:
         )
         max_input_len = spec.engine.max_input_len if spec.engine is not None else spec.max_input_len
         text_params = {
-            "tokenizer_dir": str(tokenizer_dir),
+            "tokenizer_dir": tokenizer_dir,
             "chat_format": spec.chat_format,
             "end_id": "" if spec.end_id is None else spec.end_id,
             "stop_words": json.dumps(list(spec.stop_words), ensure_ascii=False),
@@ -236,7 +310,7 @@ def write_repo(spec: RepoSpec, out: Path) -> Path:
         _write_model(
             temp,
             "postprocessing",
-            postprocessing_config({"tokenizer_dir": str(tokenizer_dir)}, spec.max_batch_size, spec.instances),
+            postprocessing_config({"tokenizer_dir": tokenizer_dir}, spec.max_batch_size, spec.instances),
             MODELS_DIR / "postprocessing" / "model.py",
         )
         _write_model(temp, "ensemble", ensemble_config(spec.max_batch_size), None)

@@ -456,6 +456,8 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=self.install.environment(),
                 start_new_session=True,
+                # The C++ backend opens the repository's relative paths from here (see repo.py).
+                cwd=self.repo,
                 # The death signal follows the thread that forked: only safe from the main thread.
                 preexec_fn=die_with_parent if main_thread else None,
             )

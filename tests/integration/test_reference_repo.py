@@ -2,11 +2,16 @@
 chat BLS) on the real Triton server: Japanese streamed over gRPC equals the full decode of the same greedy
 tokens, with no U+FFFD; stop words end the text and are not in it; the ensemble gives the same tokens;
 32 concurrent streams complete; clients that disconnect mid-stream stop their generation and nobody
-else's; bad requests get error responses while the server stays up."""
+else's; bad requests get error responses while the server stays up. The repository is served after being
+moved away from where package wrote it (every path inside is relative to it). Guided decoding: a
+JSON-schema request through the ensemble returns JSON that validates; a seeded sampled request repeats
+itself, other seeds differ, and temperature 0 is greedy."""
 
 from __future__ import annotations
 
+import json
 import queue
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +25,7 @@ torch = pytest.importorskip("torch")
 from swallow_trt.triton_repo.chat import Message, adds_bos, render  # noqa: E402
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo  # noqa: E402
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
+from tests.fixtures.guided import SCHEMA, valid  # noqa: E402
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -38,7 +44,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonSer
     tok = AutoTokenizer.from_pretrained(ckpt)
     spec = RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=tok.convert_tokens_to_ids("<|eot_id|>"),
                              max_input_len=256, max_batch_size=32)  # fmt: skip
-    repo = write_repo(spec, root / "repo")
+    written = write_repo(spec, root / "written")
+    # Users build on one machine and serve on another: serve it from somewhere else entirely.
+    (root / "elsewhere").mkdir()
+    repo = Path(shutil.move(written, root / "elsewhere" / "repo"))
+    assert not written.exists()
     server = TritonServer(repo, log_path=root / "server.log")
     server.start(timeout_s=240)
     try:
@@ -318,3 +328,133 @@ def test_disconnected_clients_stop_their_generation_only(served: tuple[TritonSer
     pieces, errors = stream_chat(server, PROMPT.encode(), max_tokens=MAX_TOKENS)
     assert errors == []
     assert "".join(pieces) == want
+
+
+# Triton data types of the ensemble's optional inputs, as the client sends them.
+ENSEMBLE_TYPES = {
+    "max_tokens": ("INT32", "int32"), "min_tokens": ("INT32", "int32"), "end_id": ("INT32", "int32"),
+    "temperature": ("FP32", "float32"), "top_k": ("INT32", "int32"), "top_p": ("FP32", "float32"),
+    "seed": ("UINT64", "uint64"), "repetition_penalty": ("FP32", "float32"),
+    "presence_penalty": ("FP32", "float32"), "frequency_penalty": ("FP32", "float32"),
+    "guided_decoding_guide_type": ("BYTES", "object"), "guided_decoding_guide": ("BYTES", "object"),
+}  # fmt: skip
+
+
+def ensemble_text(server: TritonServer, text: str, **options: Any) -> tuple[str | None, str | None]:
+    """(text, None) or (None, error) of one non-streaming ensemble request (over a gRPC stream: the
+    ensemble is decoupled, as tensorrt_llm is)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, value in {"text_input": text, **options}.items():
+        triton_type, np_type = ENSEMBLE_TYPES.get(name, ("BYTES", "object"))
+        if isinstance(value, str):
+            value = value.encode()
+        t = grpcclient.InferInput(name, [1, 1], triton_type)
+        t.set_data_from_numpy(np.array([[value]], dtype=np_type))
+        inputs.append(t)
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    client.async_stream_infer(
+        "ensemble", inputs,
+        enable_empty_final_response=True,
+    )  # fmt: skip
+    texts: list[str] = []
+    error = None
+    while True:
+        result, err = results.get(timeout=120)
+        if err is not None:
+            error = str(err)
+            break
+        out = result.as_numpy("text_output")
+        if out is not None:
+            texts.append(out.reshape(-1)[0].decode("utf-8"))
+        if result.get_response().parameters["triton_final_response"].bool_param:
+            break
+    client.stop_stream()
+    client.close()
+    if error is not None:
+        return None, error
+    assert len(texts) == 1, texts
+    return texts[0], None
+
+
+def test_json_schema_guided_request_returns_valid_json(served: tuple[TritonServer, Path]) -> None:
+    server, _ = served
+    guide = {"guided_decoding_guide_type": "json_schema", "guided_decoding_guide": json.dumps(SCHEMA)}
+    greedy, error = ensemble_text(server, "富士山について答えてください", max_tokens=256, **guide)
+    assert error is None
+    assert greedy is not None
+    assert valid(json.loads(greedy)), greedy
+    sampled = {"temperature": 0.8, "top_p": 0.95, **guide}
+    first, _ = ensemble_text(server, "富士山について答えてください", max_tokens=256, seed=11, **sampled)
+    again, _ = ensemble_text(server, "富士山について答えてください", max_tokens=256, seed=11, **sampled)
+    assert first is not None
+    assert valid(json.loads(first)), first
+    assert again == first
+    # A regex guide as well: the output matches it exactly.
+    import re
+
+    code, error = ensemble_text(
+        server,
+        "郵便番号は",
+        max_tokens=32,
+        guided_decoding_guide_type="regex",
+        guided_decoding_guide=r"[0-9]{3}-[0-9]{4}",
+    )
+    assert error is None
+    assert code is not None
+    assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", code), code
+
+
+def test_seeded_sampling_repeats_and_temperature_zero_is_greedy(served: tuple[TritonServer, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    server, ckpt = served
+    raw = "富士山の高さは"
+    sampled = {"max_tokens": 16, "end_id": -1, "temperature": 0.8, "top_p": 0.95}
+    runs = {seed: ensemble_text(server, raw, seed=seed, **sampled)[0] for seed in range(5)}
+    assert ensemble_text(server, raw, seed=3, **sampled)[0] == runs[3]
+    assert len(set(runs.values())) > 1  # different seeds (usually) differ: at least two of five
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    greedy = tok.decode(greedy_ids(ckpt, tok.encode(raw), None, 16), skip_special_tokens=True)
+    assert greedy not in runs.values() or len(set(runs.values())) > 1
+    zero, error = ensemble_text(server, raw, max_tokens=16, end_id=-1, temperature=0.0, top_p=0.95, seed=4)
+    assert error is None
+    assert zero == greedy
+    top1, _ = ensemble_text(server, raw, max_tokens=16, end_id=-1, temperature=0.8, top_k=1, seed=4)
+    assert top1 == greedy
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"temperature": -1.0}, "temperature must not be negative"),
+        ({"top_p": 1.5}, "runtime_top_p must lie in (0, 1]"),
+        (
+            {"guided_decoding_guide_type": "yaml", "guided_decoding_guide": "x"},
+            "unknown guided_decoding_guide_type",
+        ),
+        (
+            {"guided_decoding_guide_type": "json_schema", "guided_decoding_guide": "{nope"},
+            "not a JSON schema",
+        ),
+        (
+            {"guided_decoding_guide_type": "regex", "guided_decoding_guide": "([x"},
+            "regex guide does not compile",
+        ),
+    ],
+)
+def test_bad_sampling_options_get_errors(
+    served: tuple[TritonServer, Path], options: dict[str, Any], needle: str
+) -> None:
+    server, _ = served
+    text, error = ensemble_text(server, "富士山", max_tokens=4, **options)
+    assert text is None
+    assert error is not None
+    assert needle in error
+    ok, error = ensemble_text(server, "富士山", max_tokens=4)
+    assert error is None
+    assert ok is not None

@@ -1,11 +1,14 @@
 """The repository writer: every config parses as a ModelConfig and the ensemble wires tensors that exist;
 the tensorrtllm backend takes its limits from the engine (max_batch_size never above the engine's,
-chunked context only with paged context FMHA, gpu_device_ids for TP); refusals leave nothing behind."""
+chunked context only with paged context FMHA, gpu_device_ids for TP); every path is relative to the
+repository and names a file inside it; the tokenizer (chat template too) and its xgrammar info are written
+in upstream's format; refusals leave nothing behind."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,7 @@ def hf_dir(tmp_path: Path) -> Path:
     d = tmp_path / "hf"
     make_tokenizer("llama31").save_pretrained(d)
     (d / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (d / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     return d
 
 
@@ -57,6 +61,12 @@ def test_reference_repository(hf_dir: Path, tmp_path: Path) -> None:
     assert c["tensorrt_llm"].backend == "python"  # type: ignore[attr-defined]
     assert (repo / "tensorrt_llm" / "1" / "model.py").is_file()
     assert (repo / "chat" / "tokenizer" / "tokenizer.json").is_file()
+    assert (repo / "chat" / "tokenizer" / "chat_template.jinja").is_file()
+    assert (repo / "tensorrt_llm" / "1" / "checkpoint" / "config.json").is_file()
+    llm = {k: v.string_value for k, v in c["tensorrt_llm"].parameters.items()}  # type: ignore[attr-defined]
+    assert llm["gpt_model_path"] == "tensorrt_llm/1/checkpoint"
+    assert llm["enable_kv_cache_reuse"] == "true"
+    assert_self_contained(repo, c)
     ens = c["ensemble"]
     assert ens.platform == "ensemble"
     assert ens.max_batch_size == 16
@@ -84,7 +94,12 @@ def test_tensorrtllm_repository_takes_limits_from_the_engine(hf_dir: Path, tmp_p
     assert p["gpu_device_ids"] == "0,1,2,3"
     assert p["enable_chunked_context"] == "true"
     assert p["kv_cache_free_gpu_mem_fraction"] == "0.85"
-    assert p["gpt_model_path"] == str(engine.engine_dir)
+    assert p["gpt_model_path"] == "tensorrt_llm/1/engine"
+    assert p["enable_kv_cache_reuse"] == "true"  # the engine has paged context FMHA
+    assert sorted(f.name for f in (tmp_path / "r" / "tensorrt_llm" / "1" / "engine").iterdir()) == [
+        "config.json", "rank0.engine", "rank1.engine", "rank2.engine", "rank3.engine",
+    ]  # fmt: skip
+    assert_self_contained(tmp_path / "r", c)
     assert not (tmp_path / "r" / "tensorrt_llm" / "1" / "model.py").exists()
     chat = {k: v.string_value for k, v in c["chat"].parameters.items()}  # type: ignore[attr-defined]
     assert chat["max_input_len"] == "4096"  # the engine's
@@ -105,6 +120,8 @@ def test_engine_rules(hf_dir: Path, tmp_path: Path) -> None:
         write_repo(RepoSpec(checkpoint=hf_dir, chat_format="llama3", end_id=2, engine=small), tmp_path / "r2")
     )
     assert "gpu_device_ids" not in c["tensorrt_llm"].parameters  # type: ignore[attr-defined]
+    # No paged context FMHA: no KV-cache reuse (it needs it at build time), written explicitly.
+    assert c["tensorrt_llm"].parameters["enable_kv_cache_reuse"].string_value == "false"  # type: ignore[attr-defined]
     (tmp_path / "e1" / "rank0.engine").unlink()
     with pytest.raises(UsageError, match=r"lacks rank0\.engine"):
         read_engine(tmp_path / "e1")
@@ -114,6 +131,57 @@ def test_engine_rules(hf_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "e2" / "config.json").write_text("{}")
     with pytest.raises(UsageError, match="not a TensorRT-LLM engine config"):
         read_engine(tmp_path / "e2")
+
+
+PATH_KEYS = ("tokenizer_dir", "gpt_model_path", "xgrammar_tokenizer_info_path")
+
+
+def assert_self_contained(repo: Path, c: dict[str, object]) -> None:
+    """Every path parameter of every model is relative and exists inside the repository."""
+    seen = 0
+    for name, config in c.items():
+        for key, value in config.parameters.items():  # type: ignore[attr-defined]
+            if key in PATH_KEYS:
+                path = Path(value.string_value)
+                assert not path.is_absolute(), (name, key, path)
+                assert (repo / path).exists(), (name, key, path)
+                seen += 1
+    assert seen >= 6  # tensorrt_llm's three, chat's, preprocessing's and postprocessing's tokenizer_dir
+
+
+def test_xgrammar_tokenizer_info_has_upstreams_format(hf_dir: Path, tmp_path: Path) -> None:
+    """The file the C++ backend parses (model_instance_state.cc): encoded_vocab by id, the fast
+    tokenizer's backend JSON as tokenizer_str, stop_token_ids (EOS and the repository's end token)."""
+    from transformers import AutoTokenizer
+
+    repo = write_repo(RepoSpec(checkpoint=hf_dir, chat_format="llama3", end_id=3), tmp_path / "r")
+    info = json.loads((repo / "tensorrt_llm" / "xgrammar_tokenizer_info.json").read_text())
+    assert sorted(info) == ["encoded_vocab", "stop_token_ids", "tokenizer_str"]
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    vocab = tok.get_vocab()
+    assert len(info["encoded_vocab"]) == len(vocab)
+    assert all(vocab[t] == i for i, t in enumerate(info["encoded_vocab"]))
+    assert json.loads(info["tokenizer_str"]) == json.loads(tok.backend_tokenizer.to_str())
+    assert info["stop_token_ids"] == [tok.eos_token_id, 3]
+
+
+def test_tokenizer_directory_missing_or_empty_is_refused(cli: Any, hf_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for tokenizer, needle in (
+        (tmp_path / "nowhere", "does not exist"),
+        (tmp_path / "empty", "no tokenizer files"),
+    ):
+        with pytest.raises(UsageError, match=needle):
+            write_repo(RepoSpec(checkpoint=tokenizer, chat_format="llama3", end_id=2, engine=read_engine(
+                fake_engine(tmp_path / f"e-{tokenizer.name}", world=1))), tmp_path / "r")  # fmt: skip
+        engine = tmp_path / f"e-{tokenizer.name}"
+        result = cli(
+            "package", "--engine", str(engine), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "r")
+        )
+        assert result.exit_code == 2, result.output
+        assert needle in result.stderr
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_refusals(hf_dir: Path, tmp_path: Path) -> None:

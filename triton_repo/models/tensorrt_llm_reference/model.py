@@ -1,6 +1,11 @@
 """Reference ``tensorrt_llm`` model (Triton Python backend): the tensorrtllm backend's tensor contract,
 served by transformers on CPU or GPU, so a whole repository runs on a real Triton server without
-TensorRT-LLM. Greedy decoding with a KV cache per request.
+TensorRT-LLM. A KV cache per request; greedy unless the request asks for sampling (temperature,
+runtime_top_k, runtime_top_p, seed, repetition/presence/frequency penalties, with TensorRT-LLM's
+semantics: see ``swallow_trt.triton_repo.sampling``), and guided decoding (guided_decoding_guide_type
+json / json_schema / regex / ebnf_grammar, guided_decoding_guide) with xgrammar's CPU matcher on the
+repository's xgrammar tokenizer info, as the C++ backend does: each step's logits are masked by the
+grammar's token bitmask, so the end token is allowed only where the grammar may end.
 
 Like the C++ backend it batches in flight: ``execute`` only validates and queues; one scheduler thread
 owns the model and, round after round, advances every active request by one token (a new request joins
@@ -8,17 +13,24 @@ at the next round, a finished one leaves), sending each streamed token as it is 
 streaming, end_id (-1: none), min_tokens, stop_words_list, request_output_len, client cancellation, and
 the ``stop`` input (a request with stop=true and the same request id ends that request, as in the C++
 backend, which is how the chat model cancels the generation of a client that went away).
+
+Triton 2.51's stub frees objects without the GIL (design notes, section 2), so no response is ever the
+last holder of its tensors: each response's arrays and ``pb_utils.Tensor`` objects stay referenced by the
+job (or the model, for returned responses) until after ``send()`` has returned, and a response carries
+only the outputs the caller requested, so ``send()`` has none to drop.
 """
 
 import json
 import queue
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 CANCEL_CHECK_S = 0.05  # how often a running request asks the server whether its client cancelled it
+PRODUCED = ("output_ids", "sequence_length")  # the contract's outputs this backend makes
 
 
 def _opt(request, name):
@@ -50,15 +62,23 @@ def _error(sender, message):
     )
 
 
+def _requested(request):
+    names = [n for n in request.requested_output_names() if n in PRODUCED]
+    return names or list(PRODUCED)
+
+
 class Job:
     def __init__(self, request, sender, prompt, max_new, end_id, min_tokens, stops, streaming):
         self.request, self.sender = request, sender
         self.prompt, self.max_new, self.end_id, self.min_tokens = prompt, max_new, end_id, min_tokens
         self.stops, self.streaming = stops, streaming
         self.request_id = request.request_id()
+        self.outputs = _requested(request)
         self.generated, self.past, self.next_input = [], None, None
+        self.sampler, self.guide = None, None
         self.stopped = False  # by a stop request or a cancelled client
         self.last_check = time.monotonic()
+        self.held = None  # the tensors of the last response sent, kept past its send()
 
 
 class TritonPythonModel:
@@ -66,8 +86,11 @@ class TritonPythonModel:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from swallow_trt.triton_repo.guided import Guides
+        from swallow_trt.triton_repo.pipeline import model_parameters
+
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(args)  # paths resolved against the repository root
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
@@ -75,6 +98,10 @@ class TritonPythonModel:
             AutoModelForCausalLM.from_pretrained(params["gpt_model_path"], dtype=dtype).to(self.device).eval()
         )
         self.max_input_len = int(params.get("max_input_len", "0") or 0)
+        self.guides = None
+        if params.get("guided_decoding_backend") == "xgrammar" and params.get("xgrammar_tokenizer_info_path"):
+            self.guides = Guides(Path(params["xgrammar_tokenizer_info_path"]), self.model.config.vocab_size)
+        self.held = []  # returned (non-decoupled) responses and their tensors, until the next execute
         self.max_active = int(config.get("max_batch_size") or 1)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         self.incoming = queue.Queue()
@@ -110,19 +137,38 @@ class TritonPythonModel:
         if streaming and not self.decoupled:
             raise ValueError("streaming needs the decoupled transaction policy")
         stops = _stop_sequences(_opt(request, "stop_words_list"))
-        return Job(request, sender, prompt, max_new, end_id, min_tokens, stops, streaming)
+        job = Job(request, sender, prompt, max_new, end_id, min_tokens, stops, streaming)
+        self._sampling(job)
+        return job
+
+    def _sampling(self, job):
+        from swallow_trt.triton_repo.sampling import Sampler, read_sampling
+
+        s = read_sampling(lambda name: _opt(job.request, name))
+        job.sampler = Sampler(s, self.device)
+        if s.guided:
+            if self.guides is None:
+                raise ValueError(
+                    "guided decoding is off in this repository (guided_decoding_backend is empty); "
+                    "package it again to turn it on"
+                )
+            job.guide = self.guides.matcher(s.guide_type, s.guide, job.end_id)
 
     def execute(self, requests):
         if not self.decoupled:
-            responses = []
+            held, responses = [], []
             for request in requests:
                 try:
                     job = self._parse(request, None)
                     while not self._step(job):
                         pass
-                    responses.append(self._response(job.generated))
+                    tensors, response = self._response(job.generated, job.outputs)
+                    held.append(tensors)
                 except Exception as exc:  # an error response; the model stays up
-                    responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                    response = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                responses.append(response)
+            # The stub sends these after execute returns: keep their tensors until the next call.
+            self.held = [held, responses]
             return responses
         for request in requests:
             sender = request.get_response_sender()
@@ -190,17 +236,26 @@ class TritonPythonModel:
         with torch.inference_mode():
             out = self.model(input_ids=x, past_key_values=job.past, use_cache=True)
         job.past = out.past_key_values
-        logits = out.logits[0, -1]
+        logits = job.sampler.penalize(out.logits[0, -1].float(), job.prompt, job.generated)
+        if job.guide is not None:
+            logits = job.guide.mask(logits)
         if job.end_id is not None and len(job.generated) < job.min_tokens:
-            logits = logits.clone()
-            logits[job.end_id] = float("-inf")
-        tok = int(logits.argmax())
+            held = logits.clone()
+            held[job.end_id] = float("-inf")
+            # A grammar that can only end now wins over min_tokens (nothing else is valid).
+            if job.guide is None or bool(torch.isfinite(held).any()):
+                logits = held
+        tok = job.sampler.pick(logits)
+        if job.guide is not None:
+            job.guide.accept(tok)
         if job.end_id is not None and tok == job.end_id:
             return True
         job.generated.append(tok)
         if job.streaming:
-            job.sender.send(self._response([tok]))
+            self._send(job, [tok])
         job.next_input = torch.tensor([[tok]], device=self.device)
+        if job.guide is not None and job.guide.done:
+            return True
         if len(job.generated) >= job.max_new:
             return True
         return any(job.generated[-len(s) :] == s for s in job.stops)
@@ -215,17 +270,24 @@ class TritonPythonModel:
         if job.streaming or job.stopped:
             job.sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         else:
-            job.sender.send(
-                self._response(job.generated), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-            )
+            self._send(job, job.generated, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        job.held = None
+        job.guide = None
+
+    def _send(self, job, tokens, flags=0):
+        tensors, response = self._response(tokens, job.outputs)
+        job.held = tensors  # referenced until the next response of this job, well after send() returns
+        job.sender.send(response, flags=flags)
 
     @staticmethod
-    def _response(tokens):
-        ids = np.array(tokens, dtype=np.int32).reshape(1, 1, -1)
-        length = np.array([[len(tokens)]], dtype=np.int32)
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor("output_ids", ids), pb_utils.Tensor("sequence_length", length)]
-        )
+    def _response(tokens, names):
+        """(arrays and tensors, response) with just the ``names`` outputs; the caller keeps the first."""
+        arrays = {
+            "output_ids": np.array(tokens, dtype=np.int32).reshape(1, 1, -1),
+            "sequence_length": np.array([[len(tokens)]], dtype=np.int32),
+        }
+        tensors = [pb_utils.Tensor(n, arrays[n]) for n in names]
+        return (arrays, tensors), pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self):
         self.running = False
