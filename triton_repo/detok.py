@@ -3,7 +3,7 @@
 Decoding each streamed chunk of token ids on its own breaks every character whose UTF-8 bytes are split
 across tokens (byte-level BPE of Llama-3; the ``<0xNN>`` byte-fallback tokens of Llama-2 / Mistral
 Swallow) into U+FFFD, and loses the spaces SentencePiece strips at the start of a decode.
-:class:`IncrementalDetokenizer` keeps a small window of ids per request and emits only text that is final.
+:class:`IncrementalDetokenizer` emits only text that is final.
 
 Contract (``push`` outputs joined, then ``flush``)::
 
@@ -15,36 +15,45 @@ where ``ids`` is every id pushed and ``P = tokenizer.decode(prompt, skip_special
 trailing U+FFFD removed (a prompt that ends inside a character: the completed character is then output).
 The prompt form assumes, as any streaming does, that ``P`` is a prefix of the decode of prompt + output.
 
-How (the prefix / read offset technique of HF TGI and vLLM, made exact and bounded):
+How. The per-token work is ``tokenizers.decoders.DecodeStream`` (Rust) on the fast tokenizer's backend:
+it decodes the ids since its last output together with those of that output, and returns the text
+beyond it once the decode does not end in U+FFFD (the prefix / read offset technique of HF TGI and
+vLLM). Around it, this module keeps what the stream alone gets wrong:
 
-- the window is ``ids[prefix:]``; ``ids[prefix:read]`` is context whose text was already emitted. It starts
-  at a *clean point* (the end of a complete character with visible text), so its own decode lines up with
-  the full decode: what a decode does at its start (SentencePiece strips one leading space) happens in
-  the context, never in new text;
-- each ``push`` decodes the window once and emits the text after what was already emitted, up to the last
-  character that is not U+FFFD: text before a trailing run of U+FFFD is final, the run itself may still
-  become a character (it is emitted once the next token shows it is not);
-- byte-fallback tokens (``<0xNN>``, decoder ``ByteFallback``) decode all-or-nothing: one invalid byte turns
-  the whole run of byte tokens, valid characters included, into U+FFFD. An open run at the end of the
-  stream is therefore held back until a non-byte token closes it (detected once per tokenizer);
-- the context moves forward every few clean points (:data:`SHIFT_EVERY`), so a push decodes about 4-10
-  ids and the state is a handful of ids. Special tokens that ``skip_special_tokens`` drops are never
-  stored; with ``skip_special_tokens=False`` they are ordinary tokens;
-- bounded: a byte-fallback run longer than :data:`MAX_PENDING` tokens (a string of emoji) is emitted up
-  to its last complete character; when MAX_PENDING ids go by without a clean point (invalid bytes,
-  tokens that each end inside a character), the latest clean point among them is used, else the text is
-  emitted as it decodes (U+FFFD included). The window stays within about 2 x MAX_PENDING + SHIFT_EVERY
-  ids plus the last push. The price is the one case where the output can differ from the full decode:
-  a byte-fallback run longer than MAX_PENDING that a later invalid byte of the same run turns into
-  U+FFFD as a whole, or more than MAX_PENDING tokens in a row that each end inside a character (real
-  text ends a character far more often). Everything else, invalid bytes included, stays exact;
+- flush: the stream has no end; the ids it holds are decoded here, with the context it uses;
+- a prompt: the stream is seeded with the prompt's tail from a *clean point* (the end of a complete
+  character with visible text after it), so what a decode does at its start (SentencePiece strips one
+  leading space) happens in the prompt. A tail that ends inside a character makes the stream's first
+  output repeat the tail's text; that many characters are dropped;
+- byte-fallback tokens (``<0xNN>``, decoder ``ByteFallback``) decode all-or-nothing: a stray byte after a
+  valid character turns the whole run, the character included, into U+FFFD, which the stream (having
+  emitted the character) reports as "Invalid prefix encountered". An open run at the end of what was
+  pushed is therefore held back and given to the stream with the id that closes it (detected once per
+  tokenizer). A run longer than :data:`MAX_PENDING` ids (a string of emoji) is given up to its last
+  complete character: the one case where the output can differ from the full decode is such a run that
+  a later invalid byte of the same run turns into U+FFFD as a whole; "Invalid prefix" is then recovered
+  from by re-seeding the stream: the characters emitted stand, the ids after them come out as the full
+  decode has them (one U+FFFD per byte);
+- bounded: after MAX_PENDING ids without output (invalid bytes, empty tokens), the text of a full decode
+  of them is emitted up to the latest token boundary that a decode of either side reproduces (so the
+  U+FFFD emitted are those of really invalid bytes), and the stream is re-seeded from there. Only if no
+  such boundary exists for 4 x MAX_PENDING ids (tokens that each end inside a character) is the text
+  emitted as it decodes and the context dropped;
+- special tokens that ``skip_special_tokens`` drops are never given to the stream (so a byte-fallback run
+  split by one is still one run, as in the full decode); with ``skip_special_tokens=False`` they are
+  ordinary tokens;
 - transformers' ``clean_up_tokenization_spaces`` (true in many Llama ``tokenizer_config.json``) rewrites
-  `` .``, `` n't`` ... across token boundaries: when the tokenizer has it on, windows are decoded without
-  it and the same rewriting is applied as a stream (each rule holds back at most 3 characters). With a
-  prompt, the rewriting applies to the output alone.
+  `` .``, `` n't`` ... across token boundaries; the backend never does, so the same rewriting is applied
+  to the output as a stream (each rule holds back at most 3 characters). With a prompt, the rewriting
+  applies to the output alone.
 
-No heavy imports: the tokenizer is passed in (anything with ``decode(ids, skip_special_tokens=...)``, e.g.
-a transformers ``PreTrainedTokenizerFast``). One instance per request; an instance is not thread-safe.
+Where there is no usable backend (a slow tokenizer, anything else with ``decode(ids,
+skip_special_tokens=...)``, a ``decode`` that differs from its backend's, a clean-up that is not
+transformers' own), :class:`WindowDetokenizer` does the same through ``decode`` on a small window of ids
+per push (about 7 ids decoded per token; see its section below).
+
+No heavy imports at import time: the tokenizer is passed in, and ``tokenizers`` is imported only when it
+has a backend (it is then loaded already). One instance per request; an instance is not thread-safe.
 """
 
 from __future__ import annotations
@@ -54,12 +63,12 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
-__all__ = ["MAX_PENDING", "SHIFT_EVERY", "IncrementalDetokenizer", "SupportsDecode"]
+__all__ = ["MAX_PENDING", "SHIFT_EVERY", "IncrementalDetokenizer", "SupportsDecode", "WindowDetokenizer"]
 
 REPLACEMENT: Final = "\ufffd"
-# Ids past the last clean point before a clean point is searched for, or the text emitted as it is.
+# Ids held without output (or in one open byte-fallback run) before the text they decode to is emitted.
 MAX_PENDING: Final = 16
-# Clean points between two moves of the context (fewer decode calls; window of about 4-10 ids).
+# WindowDetokenizer: clean points between two moves of the context (window of about 4-10 ids).
 SHIFT_EVERY: Final = 4
 # Prompt ids examined, from the end, for the start of the context; past that the whole prompt is used.
 _PROMPT_WALK: Final = 64
@@ -91,6 +100,7 @@ class _Profile(NamedTuple):
 
     byte_ids: dict[int, int]  # id -> byte of the <0xNN> tokens when runs decode all-or-nothing, else {}
     skipped: frozenset[int]  # ids that skip_special_tokens=True removes before decoding
+    stream: bool  # tokenizer._tokenizer is a tokenizers.Tokenizer whose decode is tokenizer.decode's
 
 
 _PROFILES: weakref.WeakKeyDictionary[Any, _Profile] = weakref.WeakKeyDictionary()
@@ -130,6 +140,57 @@ def _skipped_ids(tok: Any) -> frozenset[int]:
     return frozenset(i for i in candidates if tok.decode([i], skip_special_tokens=True) == "")
 
 
+def _streams(tok: Any, skipped: frozenset[int]) -> bool:
+    """The tokenizer's Rust backend decodes as ``tokenizer.decode`` does (spaces clean-up aside).
+
+    Checked on a sample of the vocabulary and the special ids rather than assumed: a subclass may
+    override ``decode`` (a slow tokenizer has no backend at all)."""
+    backend = getattr(tok, "_tokenizer", None)
+    if backend is None:
+        return False
+    try:
+        from tokenizers import Tokenizer
+        from tokenizers.decoders import DecodeStream  # noqa: F401  (absent before tokenizers 0.21)
+    except ImportError:
+        return False
+    if not isinstance(backend, Tokenizer):
+        return False
+    try:
+        n = backend.get_vocab_size(with_added_tokens=True)
+        sample = [*range(0, n, max(1, n // 997)), *sorted(skipped)]
+        return all(
+            tok.decode(sample, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+            == backend.decode(sample, skip_special_tokens=skip)
+            for skip in (True, False)
+        )
+    except Exception:  # a decode with another signature: the window algorithm needs only decode(ids)
+        return False
+
+
+def _prompt_start(decode: Any, prompt: list[int], byte_ids: dict[int, int]) -> int:
+    """Latest k with prompt[k-1] ending a complete character and visible text in prompt[k:]."""
+    k = len(prompt) - 1
+    stop = max(0, len(prompt) - _PROMPT_WALK)
+    while k > stop:
+        if prompt[k - 1] not in byte_ids:
+            before = decode(prompt[k - 1 : k])
+            if before and before[-1] != REPLACEMENT and decode(prompt[k:]):
+                return k
+        k -= 1
+    return 0
+
+
+def _char_end(run: list[int], byte_of: dict[int, int]) -> int:
+    """In a run of byte-fallback ids, the end of its last complete UTF-8 character (or ``len(run)``)."""
+    n = len(run)
+    start = n - 1  # the last character's lead byte: back over (at most 3) continuation bytes
+    while start > max(0, n - 4) and byte_of[run[start]] & 0xC0 == 0x80:
+        start -= 1
+    lead = byte_of[run[start]]
+    need = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 1
+    return start if n - start < need else n
+
+
 def _profile(tok: Any) -> _Profile:
     try:
         cached = _PROFILES.get(tok)
@@ -137,7 +198,8 @@ def _profile(tok: Any) -> _Profile:
         cached = None
     if cached is not None:
         return cached
-    profile = _Profile(_byte_run_ids(tok), _skipped_ids(tok))
+    skipped = _skipped_ids(tok)
+    profile = _Profile(_byte_run_ids(tok), skipped, _streams(tok, skipped))
     with contextlib.suppress(TypeError):
         _PROFILES[tok] = profile
     return profile
@@ -176,7 +238,27 @@ def _cleanup_stream(held: list[str], text: str, final: bool) -> str:
     return text
 
 
-class IncrementalDetokenizer:
+class _Detokenizer:
+    """What both algorithms share: the ids kept, and the streamed clean-up of the output."""
+
+    __slots__ = ("_held", "_skipped")
+
+    _held: list[str] | None  # the clean-up rules' undecided tails, None without clean-up
+    _skipped: frozenset[int]
+
+    def _keep(self, ids: Iterable[Any]) -> list[int]:
+        if self._skipped:
+            skipped = self._skipped
+            return [i for i in map(int, ids) if i not in skipped]
+        return list(map(int, ids))
+
+    def _finish(self, out: str, *, final: bool) -> str:
+        if self._held is not None and (out or final):
+            out = _cleanup_stream(self._held, out, final)
+        return out
+
+
+class IncrementalDetokenizer(_Detokenizer):
     """Turn streamed token ids into text, emitting only final text (see the module docstring).
 
     >>> d = IncrementalDetokenizer(tokenizer, prompt_ids=prompt)   # doctest: +SKIP
@@ -188,16 +270,218 @@ class IncrementalDetokenizer:
     """
 
     __slots__ = (
+        "_anchored",
+        "_backend",
+        "_bytes",
+        "_ctx",
+        "_drop",
+        "_pending",
+        "_run",
+        "_skip",
+        "_stream",
+        "_stream_type",
+        "_window",
+    )
+
+    # Mirror of the stream's state, so that it can be flushed and re-seeded:
+    #   _ctx        ids of its last output (or its seed): their text is emitted, they are the context
+    #   _pending    ids given to it since, no text yet
+    #   _anchored   the stream knows _ctx's text as its prefix; if not (a seed whose text is empty or
+    #               ends in U+FFFD), its next output starts with that text, of which _drop chars were
+    #               already emitted
+    #   _run        an open run of byte-fallback ids at the end, not given to it yet
+    _ctx: list[int]
+    _pending: list[int]
+    _anchored: bool
+    _drop: int
+    _stream: Any
+
+    def __init__(
+        self,
+        tokenizer: SupportsDecode,
+        *,
+        skip_special_tokens: bool = True,
+        prompt_ids: Sequence[int] | None = None,
+    ) -> None:
+        profile = _profile(tokenizer)
+        cleanup = _standard_cleanup(tokenizer)
+        self._window: WindowDetokenizer | None = None
+        if not profile.stream or (getattr(tokenizer, "clean_up_tokenization_spaces", False) and not cleanup):
+            self._window = WindowDetokenizer(
+                tokenizer, skip_special_tokens=skip_special_tokens, prompt_ids=prompt_ids
+            )
+            return
+        from tokenizers.decoders import DecodeStream
+
+        self._stream_type: Any = DecodeStream
+        self._backend: Any = getattr(tokenizer, "_tokenizer")  # noqa: B009  (private to transformers)
+        self._skip = skip_special_tokens
+        self._bytes = profile.byte_ids
+        self._skipped = profile.skipped if skip_special_tokens else frozenset()
+        self._held = ["" for _ in _CLEANUP_RULES] if cleanup else None
+        self._run: list[int] = []
+        self._seed([], 0, "")
+        if prompt_ids is not None and len(prompt_ids):
+            prompt = self._keep(prompt_ids)
+            if prompt:
+                tail = prompt[_prompt_start(self._decode, prompt, self._bytes) :]
+                text = self._decode(tail)
+                self._seed(tail, len(text.rstrip(REPLACEMENT)), text)
+
+    # ------------------------------------------------------------------------------------------ public
+
+    @property
+    def buffered_ids(self) -> int:
+        """Ids held as context or without output yet (bounded by a small constant plus the last push)."""
+        if self._window is not None:
+            return self._window.buffered_ids
+        return len(self._ctx) + len(self._pending) + len(self._run)
+
+    def push(self, ids: Iterable[int] | int) -> str:
+        """Add newly generated ids (an iterable, e.g. a list or numpy array, or one id); return the text
+        that became final ("" if none)."""
+        if self._window is not None:
+            return self._window.push(ids)
+        if isinstance(ids, int):
+            new = [] if ids in self._skipped else [ids]
+        elif isinstance(ids, Iterable) and getattr(ids, "ndim", 1) != 0:
+            new = self._keep(ids)
+        else:  # a numpy integer or 0-d array
+            new = self._keep((ids,))
+        if self._bytes and new:
+            new = self._close_runs(new)
+        if not new:
+            return ""
+        self._pending += new
+        try:
+            text = self._stream.step(self._backend, new[0] if len(new) == 1 else new)
+        except Exception as exc:
+            if "Invalid prefix" not in str(exc):
+                raise
+            text = self._recover()
+        else:
+            if text is None:
+                if len(self._pending) <= MAX_PENDING:
+                    return ""
+                text = self._resync()
+            else:
+                self._emitted(text)
+                if self._drop:
+                    text, self._drop = text[self._drop :], max(0, self._drop - len(text))
+        return self._finish(text, final=False) if self._held is not None else text
+
+    def flush(self) -> str:
+        """End of the stream: the rest of the text, exactly as the full decode ends (U+FFFD included)."""
+        if self._window is not None:
+            return self._window.flush()
+        out = ""
+        rest = self._pending + self._run
+        if rest or not self._anchored:
+            out = self._decode(self._ctx + rest)[self._done() :]
+        out = self._finish(out, final=True)
+        self._run = []
+        self._seed([], 0, "")
+        if self._held is not None:
+            self._held = ["" for _ in _CLEANUP_RULES]
+        return out
+
+    # --------------------------------------------------------------------------------------- internals
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self._backend.decode(ids, skip_special_tokens=self._skip))
+
+    def _seed(self, ctx: list[int], emitted: int, text: str) -> None:
+        """A new stream whose context is ``ctx`` (decoding to ``text``, ``emitted`` chars of it output)."""
+        # DecodeStream takes a seed's text as its prefix only if it is non-empty and does not end in
+        # U+FFFD; otherwise its first output starts with that text.
+        self._stream = self._stream_type(ids=ctx, skip_special_tokens=self._skip)
+        self._anchored = bool(text) and not text.endswith(REPLACEMENT)
+        self._drop = 0 if self._anchored else emitted
+        self._ctx, self._pending = ctx, []
+
+    def _emitted(self, text: str) -> None:
+        """The stream gave ``text``: its new context is the ids since its previous output."""
+        if self._anchored:
+            self._ctx = self._pending
+        else:  # it had no prefix: its context is the whole seed too
+            self._ctx = self._ctx + self._pending
+            self._anchored = True
+        self._pending = []
+
+    def _done(self) -> int:
+        """Characters of the decode of ``_ctx + _pending`` already emitted."""
+        return len(self._decode(self._ctx)) if self._anchored else self._drop
+
+    def _close_runs(self, new: list[int]) -> list[int]:
+        """What can go to the stream now: hold back an open run of byte-fallback ids at the end (past
+        MAX_PENDING of them, only the part after the run's last complete character)."""
+        seq = self._run + new if self._run else new
+        val = self._bytes
+        n = b = len(seq)
+        while b and seq[b - 1] in val:
+            b -= 1
+        if n - b > MAX_PENDING:
+            b += _char_end(seq[b:], val)
+        self._run = seq[b:]
+        return seq[:b] if b < n else seq
+
+    def _recover(self) -> str:
+        """The stream's prefix no longer decodes the same (a byte-fallback run past MAX_PENDING that
+        turned invalid): what was emitted stands; the ids after it are emitted as the full decode has
+        them, and the stream starts again after them."""
+        pending = self._pending
+        right = self._decode(pending)
+        if not self._decode(self._ctx + pending).endswith(right):
+            return self._resync()
+        if right and not right.endswith(REPLACEMENT):
+            self._seed(pending, len(right), right)
+            return right
+        self._seed(pending, 0, right)
+        return ""
+
+    def _resync(self) -> str:
+        """No output for MAX_PENDING ids: emit what the full decode of them gives and re-seed the stream
+        at the latest boundary that is safe."""
+        ctx, pending = self._ctx, self._pending
+        full = self._decode(ctx + pending)
+        done = self._done()
+        for j in range(len(pending) - 1, 0, -1):
+            # A boundary where decoding each side reproduces the whole: nothing on the right can change
+            # the left any more (a character completed across it, a byte-fallback run, a stripped space).
+            tail = pending[j:]
+            right = self._decode(tail)
+            if right and full.endswith(right) and self._decode(ctx + pending[:j]) == full[: -len(right)]:
+                if right.endswith(REPLACEMENT):  # may still complete: emitted by the new stream
+                    self._seed(tail, 0, right)
+                    return full[done : len(full) - len(right)]
+                self._seed(tail, len(right), right)
+                return full[done:]
+        ids = ctx + pending
+        if len(ids) > 4 * MAX_PENDING:  # bounded, at the price of exactness (see the module docstring)
+            self._seed([], 0, "")
+            return full[done:]
+        stable = len(full) - 1 if full.endswith(REPLACEMENT) else len(full)
+        self._seed(ids, stable, full)
+        return full[done:stable]
+
+
+# ------------------------------------------------------------------------------ without a Rust backend
+
+
+class WindowDetokenizer(_Detokenizer):
+    """The same contract as :class:`IncrementalDetokenizer` through ``tokenizer.decode`` alone (a window of
+    ids decoded per push; see the module docstring): what that class falls back to where the tokenizer has
+    no ``tokenizers`` backend, and the reference it is measured against."""
+
+    __slots__ = (
         "_bytes",
         "_clean",
         "_clean_len",
         "_cleanup",
-        "_held",
         "_ids",
         "_pos",
         "_read",
         "_skip",
-        "_skipped",
         "_tok",
     )
 
@@ -219,11 +503,11 @@ class IncrementalDetokenizer:
         self._bytes = profile.byte_ids
         self._skipped = profile.skipped if skip_special_tokens else frozenset()
         self._cleanup = _standard_cleanup(tokenizer)
-        self._held: list[str] | None = None
+        self._held = None
         self._ids: list[int] = []
         self._read = self._clean = self._clean_len = self._pos = 0
         self._reset()
-        if prompt_ids:
+        if prompt_ids is not None and len(prompt_ids):
             self._seed(self._keep(prompt_ids))
 
     # ------------------------------------------------------------------------------------------ public
@@ -261,12 +545,6 @@ class IncrementalDetokenizer:
         self._read = self._clean = self._clean_len = self._pos = 0
         self._held = ["" for _ in _CLEANUP_RULES] if self._cleanup else None
 
-    def _keep(self, ids: Iterable[Any]) -> list[int]:
-        if self._skipped:
-            skipped = self._skipped
-            return [i for i in map(int, ids) if i not in skipped]
-        return list(map(int, ids))
-
     def _decode(self, ids: list[int]) -> str:
         if self._cleanup:
             tok: Any = self._tok
@@ -275,31 +553,14 @@ class IncrementalDetokenizer:
             text = self._tok.decode(ids, skip_special_tokens=self._skip)
         return str(text)
 
-    def _finish(self, out: str, *, final: bool) -> str:
-        if self._held is not None and (out or final):
-            out = _cleanup_stream(self._held, out, final)
-        return out
-
     def _seed(self, prompt: list[int]) -> None:
         """Start the window at a clean point in the prompt's tail; the prompt's text counts as emitted."""
-        ids = prompt[self._prompt_start(prompt) :]
+        ids = prompt[_prompt_start(self._decode, prompt, self._bytes) :]
         text = self._decode(ids)
         stable = len(text.rstrip(REPLACEMENT))
         self._ids, self._pos = ids, stable
         if ids and stable == len(text) and stable:
             self._clean, self._clean_len = len(ids), stable
-
-    def _prompt_start(self, prompt: list[int]) -> int:
-        """Latest k with ids[k-1] ending a complete character and visible text in prompt[k:]."""
-        k = len(prompt) - 1
-        stop = max(0, len(prompt) - _PROMPT_WALK)
-        while k > stop:
-            if prompt[k - 1] not in self._bytes:
-                before = self._decode(prompt[k - 1 : k])
-                if before and before[-1] != REPLACEMENT and self._decode(prompt[k:]):
-                    return k
-            k -= 1
-        return 0
 
     def _advance(self) -> str:
         ids, n, c = self._ids, len(self._ids), self._clean
@@ -330,14 +591,7 @@ class IncrementalDetokenizer:
         lo = max(c, n - MAX_PENDING - 1)
         while b > lo and ids[b - 1] in val:
             b -= 1
-        if n - b <= MAX_PENDING:
-            return b
-        start = n - 1  # the last character's lead byte: back over (at most 3) continuation bytes
-        while start > n - 4 and val[ids[start]] & 0xC0 == 0x80:
-            start -= 1
-        lead = val[ids[start]]
-        need = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 1
-        return start if n - start < need else n
+        return b if n - b <= MAX_PENDING else b + _char_end(ids[b:], val)
 
     def _bound(self, text: str, end: int) -> str:
         """No clean point for MAX_PENDING ids: use the latest one among them, else emit the text as is."""
