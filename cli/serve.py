@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import signal
-import threading
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from swallow_trt.cli.options import JsonOpt
 from swallow_trt.cli.output import emit_json, guarded, out
 
+if TYPE_CHECKING:
+    from swallow_trt.triton_repo.server import TritonServer
+
 HELP = """Serve a model repository with Triton, print the endpoints, and stop cleanly on Ctrl-C / SIGTERM.
 
-Binds 127.0.0.1 unless --host says otherwise. A reference repository runs on the Triton server inside
-the nvidia-pytriton wheel (no system tritonserver needed). An engine repository (tensorrtllm backend)
-runs on the system tritonserver of the Triton TensorRT-LLM image, one rank per GPU under mpirun (world
-size from the engine), after checking that the engine was built with this TensorRT-LLM/TensorRT and
-for this GPU's SM.
+Binds 127.0.0.1 unless --host says otherwise; a port that is already taken is refused before anything
+starts. A reference repository runs on the Triton server inside the nvidia-pytriton wheel (no system
+tritonserver needed). An engine repository (tensorrtllm backend) runs on the system tritonserver of the
+Triton TensorRT-LLM image, one rank per GPU under mpirun (world size from the engine), after checking
+that the engine was built with this TensorRT-LLM/TensorRT and for this GPU's SM.
+
+Triton never restarts a Python model whose stub process died, so serve watches the stubs: it reloads the
+model of a dead one (the server runs with explicit model control, every model loaded at start-up),
+restarts the whole server when that fails or when the server exits, with a doubling back-off, and gives
+up (exit 1) after --max-restarts. Each of these steps is one line on stderr.
 
 Examples:
 
@@ -44,10 +51,14 @@ def serve(
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="Seconds to wait for every model.")
     ] = 600.0,
+    max_restarts: Annotated[
+        int, typer.Option("--max-restarts", help="Server restarts allowed before serve gives up (0: none).")
+    ] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
-    from swallow_trt.triton_repo.launch import inspect_repo, server_for
+    from swallow_trt.triton_repo.launch import inspect_repo, run_until_stopped, server_for
+    from swallow_trt.triton_repo.recovery import Recovery
 
     info = inspect_repo(repo)
     for flag, port in (
@@ -59,15 +70,13 @@ def serve(
             raise UsageError(
                 f"{flag} {port} is not a port number", "pass 1-65535, or leave it out for a free one"
             )
-    stop = threading.Event()
+    if max_restarts < 0:
+        raise UsageError(f"--max-restarts {max_restarts} is negative", "pass 0 or more")
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
+    def on_event(line: str) -> None:
+        typer.echo(f"serve: {line}", err=True)
 
-    server = server_for(info, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start(timeout_s=ready_timeout)
+    def on_ready(server: TritonServer) -> None:
         endpoints = {
             "http": server.http_url,
             "grpc": server.grpc_url,
@@ -76,17 +85,22 @@ def serve(
         }
         if as_json:
             emit_json({"ready": True, **endpoints})
-        else:
-            out(f"Triton ready on {repo}")
-            for k, v in endpoints.items():
-                out(f"  {k:<8} {v}")
-            out(f"try: swallow-trt chat --url {server.grpc_url} 'こんにちは'   (Ctrl-C stops the server)")
-        while not stop.wait(0.5):
-            if not server.running:
-                raise UsageError("the Triton server exited on its own", f"see its log: {server.log_path}")
-    finally:
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            return
+        out(f"Triton ready on {repo}")
+        for k, v in endpoints.items():
+            out(f"  {k:<8} {v}")
+        out(f"try: swallow-trt chat --url {endpoints['grpc']} 'こんにちは'   (Ctrl-C stops the server)")
+        sys.stdout.flush()  # a supervisor reading a pipe sees the endpoints now, not at exit
+
+    server = server_for(
+        info,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        recovery=Recovery(ready_timeout_s=ready_timeout, max_restarts=max_restarts),
+        on_event=on_event,
+    )
+    run_until_stopped(server, ready_timeout_s=ready_timeout, on_ready=on_ready)
     if not as_json:
         out("stopped")

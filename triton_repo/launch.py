@@ -1,16 +1,20 @@
 """From a repository to a running server: which backend its ``tensorrt_llm`` model uses, and for the
 TensorRT-LLM backend the checks before anything starts (a system tritonserver with the tensorrtllm
-backend, mpirun for more than one rank, an engine built for this runtime) and the rank count."""
+backend, mpirun for more than one rank, an engine built for this runtime) and the rank count; then
+``run_until_stopped``, what ``swallow-trt serve`` does with the server."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from swallow_trt.errors import EnvironmentProblem, UsageError
-from swallow_trt.triton_repo.server import TritonInstall, TritonServer, find_tritonserver
+from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+from swallow_trt.triton_repo.recovery import Recovery
+from swallow_trt.triton_repo.server import StopFlag, TritonInstall, TritonServer, find_tritonserver
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ def server_for(
     http_port: int | None = None,
     grpc_port: int | None = None,
     metrics_port: int | None = None,
+    recovery: Recovery | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> TritonServer:
     """A (not yet started) server for the repository; refuses what cannot serve it here."""
     install = None
@@ -104,4 +110,39 @@ def server_for(
         install=install,
         world_size=info.world_size,
         mpirun=mpirun,
+        recovery=recovery,
+        on_event=on_event,
     )
+
+
+def run_until_stopped(
+    server: TritonServer, *, ready_timeout_s: float, on_ready: Callable[[TritonServer], None]
+) -> int:
+    """Start ``server``, call ``on_ready``, and keep it until SIGINT or SIGTERM; then stop it. Returns
+    the signal that ended it. A signal during start-up stops the server at once and raises Interrupted
+    (exit 128 + signal); a watcher that gave up raises its error; a server without a watcher that
+    exits on its own raises StageFailed. Installs its signal handlers for its own duration (main thread
+    only)."""
+    flag = StopFlag()
+
+    def on_signal(signum: int, frame: object) -> None:
+        flag.set(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start(timeout_s=ready_timeout_s, stop=flag)
+        on_ready(server)
+        while not flag.wait(0.5):
+            if server.failure is not None:
+                raise server.failure
+            if server.recovery is None and not server.running:
+                raise StageFailed(
+                    f"the Triton server exited on its own (code {server.returncode})",
+                    f"see its log: {server.log_path}",
+                )
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert flag.signum is not None
+    return flag.signum

@@ -9,8 +9,13 @@ A server holding decoupled Python models may sit on SIGTERM for a long time and 
 ``triton_python_backend_stub`` children can outlive it, so a server runs in its own session and
 ``stop()`` escalates: SIGTERM, then SIGKILL of the whole process group after a deadline, then SIGKILL of
 any stub still carrying this server's unique shared-memory prefix. An ``atexit`` hook, a SIGTERM/SIGHUP
-hook (installed only where the caller has none) and PR_SET_PDEATHSIG (when started from the main thread)
-make sure the caller's death never leaves a server behind.
+hook (installed only where the caller has none) and PR_SET_PDEATHSIG (when started from the main thread,
+or from the recovery watcher, which outlives every server it launches) make sure the caller's death never
+leaves a server behind.
+
+Triton 2.51 never restarts a dead stub and keeps reporting the model ready, so a server started with a
+``Recovery`` policy runs a watcher (``triton_repo/recovery.py``) that reloads the model of a dead stub
+through the model-control API, or restarts the whole server with a bounded back-off.
 
 Only the standard library is imported here; nothing heavy at import time.
 """
@@ -33,15 +38,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
-from swallow_trt.errors import EnvironmentProblem, StageFailed
+from swallow_trt.errors import EnvironmentProblem, StageFailed, SwallowTrtError, UsageError
 from swallow_trt.proc import die_with_parent, tail
 from swallow_trt.settings import load_settings
+
+if TYPE_CHECKING:
+    from swallow_trt.triton_repo.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,9 @@ _EXIT_EXPIRED = "Exit timeout expired"  # logged when in-flight requests outlast
 _HANG_GRACE_S = 2.0  # how long a server that logged it may still take to exit on its own
 _LOG_NOISE = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML")  # no GPU here
 _BIND_ERRORS = ("address already in use", "already in use", "failed to bind")
+_PORT_NAMES = ("http", "grpc", "metrics")
+_PORT_LABELS = {"http": "HTTP", "grpc": "gRPC", "metrics": "metrics"}
+_EXPLICIT = "--model-control-mode=explicit"
 
 
 @dataclass(frozen=True)
@@ -65,13 +76,15 @@ class TritonInstall:
     lib_dir: Path | None  # prepended to LD_LIBRARY_PATH
     python_bin_dir: Path | None  # prepended to PATH: the stub takes sys.prefix from the python3 it finds
     source: Literal["pytriton", "system"]
+    # Prepended to LD_LIBRARY_PATH after lib_dir: without it the stub embeds whichever libpython the
+    # loader finds first (the system's 3.11.2) over the venv's own standard library (3.11.7).
+    python_lib_dir: Path | None = None
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
-        if self.lib_dir is not None:
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(
-                p for p in (str(self.lib_dir), env.get("LD_LIBRARY_PATH")) if p
-            )
+        libs = [str(p) for p in (self.lib_dir, self.python_lib_dir) if p is not None]
+        if libs:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libs, env.get("LD_LIBRARY_PATH")) if p)
         if self.python_bin_dir is not None:
             env["PATH"] = os.pathsep.join(p for p in (str(self.python_bin_dir), env.get("PATH")) if p)
         return env
@@ -138,6 +151,7 @@ def _pytriton_install(home: Path | None) -> TritonInstall | None:
         lib_dir=package.parent / "nvidia_pytriton.libs",
         python_bin_dir=_python_bin_dir(),
         source="pytriton",
+        python_lib_dir=python_lib_dir(),
     )
 
 
@@ -155,6 +169,17 @@ def _check_numpy() -> None:
             f"numpy {version} is installed; the Python-backend stub of nvidia-pytriton 0.7 needs numpy < 2",
             "pip install 'numpy<2' (the serve extra pins it)",
         )
+
+
+def python_lib_dir() -> Path | None:
+    """The directory holding the running interpreter's shared libpython (what the stub of this Python
+    version links against), or None for an interpreter built without one."""
+    import sysconfig
+
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    if not (sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname):
+        return None
+    return Path(libdir) if (Path(libdir) / soname).is_file() else None
 
 
 def _python_bin_dir() -> Path:
@@ -227,14 +252,53 @@ def _scan_proc() -> list[_ProcInfo]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    """True for a live process (a zombie waiting for its reaper counts as gone)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 (state) on, or None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode(errors="replace")
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[:1] != ["Z"]
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _pid_alive(pid: int) -> bool:
+    """True for a live process (a zombie waiting for its reaper counts as gone)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[:1] != ["Z"]
+
+
+def exit_description(pid: int) -> str | None:
+    """How a process that is no longer alive ended ("signal 9", "exit code 1"), while it is a zombie
+    (field 52 of its stat holds the wait status); None once it has been reaped, or while it lives."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] != "Z" or len(fields) < 50:
+        return None
+    status = int(fields[49])
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """A ``triton_python_backend_stub`` of one model instance."""
+
+    pid: int
+    model: str
+    instance: str
+
+
+def _stub_of(info: _ProcInfo, shm_prefix: str) -> StubProcess | None:
+    # python_backend's argv: stub, model path (<repo>/<model>/<version>/model.py), shm region name
+    # (<prefix><uuid>), shm sizes, parent pid, library dir, IPC handle, instance name, runtime dir.
+    argv = info.cmdline
+    if len(argv) < 3 or Path(argv[0]).name != STUB_NAME or not argv[2].startswith(shm_prefix):
+        return None
+    instance = argv[8] if len(argv) > 8 else "?"
+    parts = Path(argv[1]).parts
+    model = parts[-3] if len(parts) >= 3 else instance.rsplit("_", 2)[0]
+    return StubProcess(info.pid, model, instance)
 
 
 def _kill(pid: int, sig: signal.Signals) -> None:
@@ -242,10 +306,27 @@ def _kill(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
+def _family_and_bind_host(host: str) -> tuple[socket.AddressFamily, str]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, "" if host in ("0.0.0.0", "::") else host
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when a server could not bind ``port`` on ``host``: someone listens there. SO_REUSEADDR, as
+    Triton's listeners use, so connections of an earlier server lingering in TIME_WAIT do not count."""
+    family, bind_host = _family_and_bind_host(host)
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind_host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _free_ports(host: str, count: int) -> list[int]:
     """``count`` distinct free TCP ports (all bound at once, then released)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    bind_host = "" if host in ("0.0.0.0", "::") else host
+    family, bind_host = _family_and_bind_host(host)
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -290,12 +371,67 @@ def _install_hooks() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Errors and the stop flag
+
+
+class PortInUse(EnvironmentProblem):
+    """A port the caller named is taken: found before anything is launched."""
+
+    def __init__(self, which: str, host: str, port: int) -> None:
+        super().__init__(
+            f"the {_PORT_LABELS[which]} port {port} on {host} is already in use",
+            f"stop what listens there, or choose another with --{which}-port (leave it out for a free one)",
+        )
+        self.which = which
+        self.port = port
+
+
+class Interrupted(SwallowTrtError):
+    """A stop was asked for (Ctrl-C, SIGTERM) before the server was ready; it was stopped. Exits
+    128 + the signal number, as a shell reports a process that signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(
+            f"interrupted by {signal.Signals(signum).name} while Triton was starting; stopped it"
+        )
+        self.exit_code = 128 + signum
+
+
+class StopFlag:
+    """Set from a signal handler, polled by a waiting start-up. Plain attributes on purpose: a signal
+    handler that takes a lock (threading.Event.set) can deadlock against the thread it interrupted."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def set(self, signum: int) -> None:
+        self.signum = signum
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+    def wait(self, timeout_s: float, step_s: float = 0.1) -> bool:
+        """Sleep up to ``timeout_s``; True as soon as the flag is set."""
+        end = time.monotonic() + timeout_s
+        while not self.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(step_s, left))
+        return True
+
+
+# --------------------------------------------------------------------------------------------------
 # The server
 
 
 class TritonServer:
     """One tritonserver process on ``repo``. ``with TritonServer(repo) as server: ...`` starts it, waits
-    until ``/v2/health/ready`` answers 200, and stops it (with every stub it started) on the way out."""
+    until ``/v2/health/ready`` answers 200, and stops it (with every stub it started) on the way out.
+
+    With ``recovery`` set, the server runs with explicit model control (every model loaded at start-up)
+    and, once ready, a watcher thread reloads the model of any stub that dies, or restarts the server;
+    ``on_event`` receives one line per thing it does, and ``failure`` holds the error once it gives up."""
 
     def __init__(
         self,
@@ -311,6 +447,8 @@ class TritonServer:
         exit_timeout_s: int = 5,
         world_size: int = 1,
         mpirun: str | None = None,
+        recovery: Recovery | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.repo = Path(repo).resolve()
         self.host = host
@@ -321,6 +459,9 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.world_size = world_size
         self.mpirun = mpirun or "mpirun"
+        self.recovery = recovery
+        self.on_event: Callable[[str], None] = on_event or log.warning
+        self.failure: SwallowTrtError | None = None  # set by the watcher when it gives up
         self.shm_prefix = f"swtrt{os.getpid()}x{secrets.token_hex(4)}"  # unique: marks this server's stubs
         if log_path is None:
             log_path = load_settings().home / "triton-logs" / f"tritonserver-{self.shm_prefix}.log"
@@ -330,6 +471,8 @@ class TritonServer:
         self._log_file: IO[bytes] | None = None
         self._lock = threading.RLock()
         self._launch_offset = 0  # where this launch's lines start in the (appended) log
+        self._closing = False  # stop() was called: nothing may relaunch the server
+        self._watcher: threading.Thread | None = None
 
     # ---- addresses
 
@@ -364,6 +507,40 @@ class TritonServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def model_control_explicit(self) -> bool:
+        """Whether models can be (re)loaded through the model-control API."""
+        return self.recovery is not None or _EXPLICIT in self.extra_args
+
+    def check_ports(self) -> None:
+        """Refuse, before anything is launched, a port the caller named that is taken (PortInUse) or one
+        port named for two endpoints (UsageError); automatically chosen ports found taken are re-picked."""
+        named = {w: p for w, p in zip(_PORT_NAMES, self._requested_ports, strict=True) if p is not None}
+        if len(set(named.values())) < len(named):
+            raise UsageError(
+                "the same port is given for two endpoints: "
+                + ", ".join(f"--{w}-port {p}" for w, p in named.items()),
+                "give each of HTTP, gRPC and metrics its own port",
+            )
+        for which, port in named.items():
+            if port_in_use(self.host, port):
+                raise PortInUse(which, self.host, port)
+        for _ in range(3):
+            ports = (self.http_port, self.grpc_port, self.metrics_port)
+            if not any(
+                port_in_use(self.host, p) for w, p in zip(_PORT_NAMES, ports, strict=True) if w not in named
+            ):
+                return
+            self.http_port, self.grpc_port, self.metrics_port = self._pick_ports()
+
     # ---- start
 
     def command(self) -> list[str]:
@@ -380,10 +557,18 @@ class TritonServer:
 
     def _rank_argv(self, install: TritonInstall, rank: int) -> list[str]:
         prefix = self.shm_prefix if rank == 0 else f"{self.shm_prefix}r{rank}"
-        only_llm = ["--model-control-mode=explicit", "--load-model=tensorrt_llm"] if rank else []
+        if rank:
+            control = [_EXPLICIT, "--load-model=tensorrt_llm"]
+        elif self.recovery is not None and not any(
+            a.startswith("--model-control-mode") for a in self.extra_args
+        ):
+            # Reloading a model needs explicit model control; "*" keeps start-up loading everything.
+            control = [_EXPLICIT, "--load-model=*"]
+        else:
+            control = []
         return [
             str(install.binary),
-            *only_llm,
+            *control,
             f"--model-repository={self.repo}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
@@ -399,22 +584,26 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self, timeout_s: float = 120) -> TritonServer:
-        """Launch the server and wait until it is ready; StageFailed (with the log tail) otherwise."""
+    def start(self, timeout_s: float = 120, *, stop: StopFlag | None = None) -> TritonServer:
+        """Launch the server and wait until it is ready; StageFailed (with the log tail) otherwise,
+        PortInUse before launching on a taken port, Interrupted (server stopped) once ``stop`` is set."""
         if not self.repo.is_dir():
             raise StageFailed(f"model repository {self.repo} does not exist", "write the repository first")
         with self._lock:
             if self.running:
                 return self
+            self._closing = False
+            self.failure = None
+            self.check_ports()
             for attempt in range(3):
-                offset = self._log_size()
+                offset = self.log_size()
                 try:
                     self._launch()
-                    self._wait_ready(timeout_s)
-                    return self
+                    self._wait_ready(timeout_s, stop)
+                    break
                 except StageFailed:
                     # Another process took an automatically chosen port between the probe and the bind.
-                    if attempt < 2 and self._lost_auto_port(self._log_since(offset)):
+                    if attempt < 2 and self._lost_auto_port(self.log_since(offset)):
                         log.info("Triton could not bind a port it was given; retrying with new ones")
                         self.http_port, self.grpc_port, self.metrics_port = self._pick_ports()
                         continue
@@ -422,7 +611,25 @@ class TritonServer:
                 except BaseException:
                     self.stop()
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            if self.recovery is not None:
+                from swallow_trt.triton_repo.recovery import StubWatcher
+
+                self._watcher = StubWatcher(self, self.recovery)
+                self._watcher.start()
+        return self
+
+    def relaunch(self, timeout_s: float, *, pdeathsig: bool = False) -> bool:
+        """Stop the server's processes and start it again on the same ports, for the watcher. False
+        (nothing launched) once stop() has been called; StageFailed when it does not become ready.
+        ``pdeathsig``: the calling thread promises to outlive the server (the death signal follows the
+        thread that forked)."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._stop_processes(deadline_s=5)
+            self._launch(pdeathsig=pdeathsig)
+        self._wait_ready(timeout_s, None)
+        return True
 
     def _lost_auto_port(self, text: str) -> bool:
         """True when the server failed to bind and every port it names as taken was chosen by us."""
@@ -436,18 +643,20 @@ class TritonServer:
             return not (taken & explicit)
         return not explicit
 
-    def _launch(self) -> None:
+    def _launch(self, *, pdeathsig: bool | None = None) -> None:
         argv = self.command()
         assert self.install is not None
         self.argv = argv
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._launch_offset = self._log_size()
+        self._launch_offset = self.log_size()
         self._log_file = self.log_path.open("ab")
         self._log_file.write(("$ " + shlex.join(argv) + "\n").encode())
         self._log_file.flush()
         log.info("starting Triton: %s", shlex.join(argv))
         _install_hooks()
-        main_thread = threading.current_thread() is threading.main_thread()
+        if pdeathsig is None:
+            # The death signal follows the thread that forked: only safe from the main thread.
+            pdeathsig = threading.current_thread() is threading.main_thread()
         with _LIVE_LOCK:
             self._proc = subprocess.Popen(
                 argv,
@@ -458,38 +667,49 @@ class TritonServer:
                 start_new_session=True,
                 # The C++ backend opens the repository's relative paths from here (see repo.py).
                 cwd=self.repo,
-                # The death signal follows the thread that forked: only safe from the main thread.
-                preexec_fn=die_with_parent if main_thread else None,
+                preexec_fn=die_with_parent if pdeathsig else None,
             )
             _LIVE.add(self)
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _wait_ready(self, timeout_s: float, stop: StopFlag | None) -> None:
         import urllib.error
         import urllib.request
 
-        assert self._proc is not None
+        proc = self._proc
+        assert proc is not None
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
         url = f"{self.http_url}/v2/health/ready"
         deadline = time.monotonic() + timeout_s
         while True:
-            rc = self._proc.poll()
+            if stop is not None and stop.signum is not None:
+                # Nothing to drain in a server that never became ready: a short grace, then SIGKILL.
+                self.stop(deadline_s=2)
+                raise Interrupted(stop.signum)
+            rc = proc.poll()
             if rc is not None:
                 self._fail(f"Triton exited with code {rc} before it was ready")
             try:
                 with opener.open(url, timeout=2) as response:
                     if response.status == 200:
-                        log.info("Triton ready at %s (pid %d)", self.http_url, self._proc.pid)
+                        log.info("Triton ready at %s (pid %d)", self.http_url, proc.pid)
                         return
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() >= deadline:
                 self._fail(f"Triton was not ready within {timeout_s:g} s")
-            time.sleep(0.2)
+            if stop is not None:
+                stop.wait(0.2)
+            else:
+                time.sleep(0.2)
 
     def _fail(self, what: str) -> None:
-        self.stop()
+        if self._closing:
+            raise StageFailed("Triton was stopped while it was starting")
+        self._stop_processes()  # not stop(): the watcher may still relaunch after a failed restart
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         details = f"--- last lines of {self.log_path} ---\n{tail(self.log_path, _LOG_TAIL_LINES)}"
-        errors = _error_lines(self._log_since(self._launch_offset))
+        errors = _error_lines(self.log_since(self._launch_offset))
         if errors:
             details = "--- errors in the server log ---\n" + "\n".join(errors) + "\n" + details
         raise StageFailed(
@@ -498,17 +718,95 @@ class TritonServer:
             details=details,
         )
 
+    # ---- model control (explicit mode)
+
+    def _http(self, method: str, path: str, timeout_s: float) -> tuple[int, str]:
+        """Status and body of one request to the server's HTTP endpoint; (0, reason) when unreachable."""
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        data = b"{}" if method == "POST" else None
+        request = urllib.request.Request(f"{self.http_url}{path}", data=data, method=method)
+        try:
+            with opener.open(request, timeout=timeout_s) as response:
+                return int(response.status), response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(getattr(exc, "reason", exc))
+
+    def model_ready(self, name: str, timeout_s: float = 5) -> bool:
+        from urllib.parse import quote
+
+        return self._http("GET", f"/v2/models/{quote(name)}/ready", timeout_s)[0] == 200
+
+    def load_model(self, name: str, timeout_s: float = 600) -> None:
+        """Load, or reload, ``name`` through the model-control API (explicit mode); StageFailed with the
+        server's own message otherwise. A reload replaces every instance of the model."""
+        import json
+        from urllib.parse import quote
+
+        status, body = self._http("POST", f"/v2/repository/models/{quote(name)}/load", timeout_s)
+        if status == 200:
+            return
+        try:
+            message = str(json.loads(body).get("error", body))
+        except (ValueError, AttributeError):
+            message = body
+        # Triton appends the model's Python traceback: the first line says what failed.
+        message = next(iter(message.strip().splitlines()), "") or f"HTTP {status}"
+        raise StageFailed(f"loading model '{name}' failed: {message}", f"see the server log {self.log_path}")
+
+    def reload_model(self, name: str, timeout_s: float = 600) -> None:
+        """Replace every instance of the loaded model ``name`` (explicit mode). Triton 2.51 answers a load
+        of an unchanged model with 200 and keeps its instances, a dead stub included, and a config.pbtxt
+        touched with the same content only updates them in place (both seen here); a version directory
+        newer than at load time makes it load the model afresh. So the version directories' mtime is
+        bumped first (their contents are left alone)."""
+        model_dir = self.repo / name
+        try:
+            versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+            for version in versions:
+                os.utime(version)
+        except OSError as exc:
+            raise StageFailed(
+                f"cannot mark model '{name}' for a reload ({exc.strerror}: {exc.filename})",
+                "a read-only repository can only be recovered by restarting the server",
+            ) from None
+        if not versions:
+            raise StageFailed(f"model '{name}' has no version directory in {self.repo}")
+        self.load_model(name, timeout_s)
+
+    def stubs(self) -> list[StubProcess]:
+        """The live Python-backend stubs of this server (every rank), by model and instance."""
+        found = (_stub_of(info, self.shm_prefix) for info in _scan_proc() if info.state != "Z")
+        return sorted((s for s in found if s is not None), key=lambda s: s.pid)
+
     # ---- stop
 
     def stop(self, deadline_s: float = 15) -> None:
         """SIGTERM, SIGKILL of the process group after ``deadline_s``, then SIGKILL of any stub left with
-        this server's prefix; removes its shared-memory regions. Safe to call any number of times."""
+        this server's prefix; removes its shared-memory regions; ends the watcher. Safe to call any
+        number of times."""
+        with self._lock:
+            self._closing = True
+            self._stop_processes(deadline_s)
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+        watcher = self._watcher
+        # After the processes are gone: the watcher's thread may be the one a restarted server's death
+        # signal follows.
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(30)
+
+    def _stop_processes(self, deadline_s: float = 15) -> None:
         with self._lock:
             proc = self._proc
             if proc is None:
                 return
             if proc.poll() is None:
-                offset = self._log_size()
+                offset = self.log_size()
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
                 self._wait_after_term(proc, deadline_s, offset)
@@ -529,16 +827,14 @@ class TritonServer:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
-            with _LIVE_LOCK:
-                _LIVE.discard(self)
 
-    def _log_size(self) -> int:
+    def log_size(self) -> int:
         try:
             return self.log_path.stat().st_size
         except OSError:
             return 0
 
-    def _log_since(self, offset: int) -> str:
+    def log_since(self, offset: int) -> str:
         try:
             with self.log_path.open("rb") as f:
                 f.seek(offset)
@@ -560,7 +856,7 @@ class TritonServer:
                 )
                 return
             if expired_at is None:
-                if _EXIT_EXPIRED in self._log_since(offset):
+                if _EXIT_EXPIRED in self.log_since(offset):
                     expired_at = now
             elif now - expired_at >= _HANG_GRACE_S:
                 log.warning(
@@ -631,8 +927,15 @@ def leftover_processes(server: TritonServer) -> list[int]:
 
 __all__: list[str] = [
     "STUB_NAME",
+    "Interrupted",
+    "PortInUse",
+    "StopFlag",
+    "StubProcess",
     "TritonInstall",
     "TritonServer",
+    "exit_description",
     "find_tritonserver",
     "leftover_processes",
+    "port_in_use",
+    "python_lib_dir",
 ]

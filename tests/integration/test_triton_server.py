@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from swallow_trt.errors import EnvironmentProblem, StageFailed
+from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
 from swallow_trt.triton_repo import server as server_mod
-from swallow_trt.triton_repo.server import TritonServer, find_tritonserver, leftover_processes
+from swallow_trt.triton_repo.server import PortInUse, TritonServer, find_tritonserver, leftover_processes
 
 pytest.importorskip("tritonclient")
 np = pytest.importorskip("numpy")
@@ -296,7 +296,9 @@ def test_no_server_anywhere_says_what_to_install(monkeypatch: pytest.MonkeyPatch
 
 
 def test_port_taken(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A port we chose that someone else took is retried with new ones; a port the caller named is not."""
+    """A port the caller named that is taken is refused before anything is launched; one port named
+    twice is an argument error; a port we chose that someone took is re-picked (before the launch, or
+    after a failed bind when it was taken in between)."""
     import socket
 
     with socket.socket() as taken:
@@ -305,11 +307,18 @@ def test_port_taken(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         port = int(taken.getsockname()[1])
 
         explicit = TritonServer(repo, grpc_port=port, log_path=tmp_path / "explicit.log")
-        with pytest.raises(StageFailed) as caught:
+        with pytest.raises(PortInUse) as caught:
             explicit.start(timeout_s=60)
-        assert f"{port}' already in use" in (caught.value.details or "")
-        assert (tmp_path / "explicit.log").read_text().count("$ ") == 1  # no retry
-        assert leftover_processes(explicit) == []
+        assert caught.value.one_line() == (
+            f"the gRPC port {port} on 127.0.0.1 is already in use — stop what listens there, or choose "
+            "another with --grpc-port (leave it out for a free one)"
+        )
+        assert caught.value.exit_code == 3  # an environment problem, as for every missing resource
+        assert explicit.pid is None  # never launched
+        assert not (tmp_path / "explicit.log").exists()
+
+        with pytest.raises(UsageError, match="the same port is given for two endpoints"):
+            TritonServer(repo, http_port=port + 1, metrics_port=port + 1).start()
 
         real = server_mod._free_ports
         calls: list[int] = []
@@ -323,4 +332,33 @@ def test_port_taken(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         with TritonServer(repo, log_path=tmp_path / "auto.log") as server:
             assert port not in (server.http_port, server.grpc_port, server.metrics_port)
         assert len(calls) == 2
+        assert (tmp_path / "auto.log").read_text().count("$ ") == 1  # re-picked before the launch
         assert leftover_processes(server) == []
+
+        # Taken between the check and the bind: the server's own bind error leads to new ports.
+        monkeypatch.setattr(server_mod, "port_in_use", lambda host, p: False)
+        calls.clear()
+        with TritonServer(repo, log_path=tmp_path / "race.log") as server:
+            assert port not in (server.http_port, server.grpc_port, server.metrics_port)
+        assert (tmp_path / "race.log").read_text().count("$ ") == 2
+        assert leftover_processes(server) == []
+
+
+def test_stub_embeds_the_interpreters_own_libpython(repo: Path, tmp_path: Path) -> None:
+    """The stub links libpython3.X.so.1.0; with the running interpreter's LIBDIR first on
+    LD_LIBRARY_PATH it maps that one (not the system's), so the embedded interpreter matches the
+    standard library it finds under sys.prefix. Holds as well where the venv's Python is the system's."""
+    import sysconfig
+
+    expected = (Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")).resolve()
+    assert server_mod.python_lib_dir() == Path(sysconfig.get_config_var("LIBDIR"))
+    with TritonServer(repo, log_path=tmp_path / "triton.log") as server:
+        assert server.install is not None
+        env = server.install.environment({"LD_LIBRARY_PATH": "/elsewhere"})
+        assert env["LD_LIBRARY_PATH"].split(":")[1:] == [sysconfig.get_config_var("LIBDIR"), "/elsewhere"]
+        stubs = server.stubs()
+        assert {s.model for s in stubs} == {"echo", "countdown"}
+        for stub in stubs:
+            maps = Path(f"/proc/{stub.pid}/maps").read_text().splitlines()
+            mapped = {Path(line.split()[-1]).resolve() for line in maps if "/libpython" in line}
+            assert mapped == {expected}, (stub, mapped)

@@ -1,0 +1,289 @@
+"""Keep a running Triton server's Python models alive.
+
+Triton 2.51 never restarts a dead ``triton_python_backend_stub`` (decoupled or not), and both model and
+server readiness stay 200 afterwards: every request routed to that instance fails with "Stub process ...
+is not healthy" for as long as the server lives. The watcher here is a thread of the process that owns
+the server. It follows the server's stubs in /proc (found by the server's shared-memory prefix; model and
+instance names come from their argv), and when one disappears while the server lives it reloads that
+model through the model-control API (explicit mode; a reload replaces every instance of the model, the
+old ones finish what they hold; ``TritonServer.reload_model`` says why it bumps the mtime of the
+model's version directories first). A reload that keeps failing, or a server that exits on its own, leads
+to a restart of the whole server on the same ports with a bounded, doubling back-off; after
+``max_restarts`` the watcher stops the server and leaves the error in ``server.failure``.
+
+Requests that were in flight on the dead stub are another matter (seen here, and upstream's
+server#7862: no fail-over for decoupled models): a decoupled model whose ``execute`` returned before it
+finished sending (every streaming LLM model, the ``chat`` BLS) leaves them waiting forever, since only the
+stub could have sent their final response, and the replaced model version never unloads while they are
+held. The watcher waits ``stuck_grace_s`` after a reload for the server log to show the old version
+unloaded; when it does not, a restart is the only way to end those requests (their clients get an error
+instead of waiting for ever) and to free the old version, and the watcher says so and restarts.
+
+Standard library only, like server.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from swallow_trt.errors import StageFailed, SwallowTrtError
+
+if TYPE_CHECKING:
+    from swallow_trt.triton_repo.server import StubProcess, TritonServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How the watcher reacts. Times in seconds."""
+
+    poll_s: float = 0.2  # the known stubs are checked this often (cheap: one stat file each)
+    rescan_s: float = 2.0  # /proc is searched this often for stubs started later (models loaded later)
+    reload_attempts: int = 3
+    reload_timeout_s: float = 600.0  # one load call: minutes for a big model on a loaded machine
+    confirm_timeout_s: float = 60.0  # for the reloaded model's stubs to appear
+    max_restarts: int = 5
+    backoff_s: float = 1.0  # before the first restart (and between reload attempts); doubles each time
+    backoff_cap_s: float = 30.0
+    ready_timeout_s: float = 600.0  # a restarted server has this long to become ready
+    healthy_reset_s: float = 600.0  # this long without trouble and the restart count starts again
+    # After a reload, how long the replaced version may take to unload before its requests are taken as
+    # held for ever by the dead stub (a restart ends them); None: never restart for that.
+    stuck_grace_s: float | None = 30.0
+
+    def delay(self, n: int) -> float:
+        return float(min(self.backoff_s * 2**n, self.backoff_cap_s))
+
+
+def _one_line(exc: SwallowTrtError) -> str:
+    # StageFailed from a failed start ends with ": <the whole argv>"; the event line needs the reason.
+    return exc.message.split(": /", 1)[0]
+
+
+class StubWatcher(threading.Thread):
+    """Started by ``TritonServer.start`` once the server is ready (when it has a Recovery policy).
+
+    The thread outlives every server it launched: it ends only after the server was stopped (it calls
+    ``server.stop()`` on its way out, which waits for a stop in progress), so the death signal of a
+    restarted server, which follows this thread, never fires while the server should run."""
+
+    def __init__(self, server: TritonServer, policy: Recovery) -> None:
+        super().__init__(name=f"triton-watch-{server.shm_prefix}", daemon=True)
+        self.server = server
+        self.policy = policy
+        self.restarts = 0
+        self.reloads = 0
+        self._known: dict[int, StubProcess] = {}
+        self._retired: set[int] = set()  # stubs of replaced instances: their exit is expected
+        self._generation = 0  # restarts of the server so far: what was known before one is void
+        self._unloads: list[tuple[str, int, float]] = []  # replaced versions: (model, log offset, when)
+        self._last_trouble = time.monotonic()
+        self._rescan()  # here, not in the thread: a stub that dies before the thread runs still counts
+
+    def say(self, line: str) -> None:
+        try:
+            self.server.on_event(line)
+        except Exception:  # a broken sink must not stop the watching
+            log.exception("on_event failed")
+
+    def run(self) -> None:
+        try:
+            self._watch()
+        except Exception as exc:
+            log.exception("the stub watcher failed")
+            self.server.failure = StageFailed(
+                f"the watcher of Triton's stubs failed ({type(exc).__name__}: {exc}); stopped the server",
+                f"see the server log {self.server.log_path}",
+            )
+        finally:
+            self.server.stop()
+
+    # ---- the loop
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, but True at once when the server is being stopped."""
+        end = time.monotonic() + seconds
+        while not self.server.closing:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.1, left))
+        return True
+
+    def _rescan(self) -> None:
+        for stub in self.server.stubs():
+            if stub.pid not in self._retired:
+                self._known.setdefault(stub.pid, stub)
+
+    def _watch(self) -> None:
+        from swallow_trt.triton_repo.server import _pid_alive
+
+        server, policy = self.server, self.policy
+        last_scan = time.monotonic()
+        while not self._sleep(policy.poll_s):
+            if not server.running:
+                what = f"Triton (pid {server.pid}) exited on its own with code {server.returncode}"
+                if not self._restart(what):
+                    return
+                continue
+            dead = [s for s in self._known.values() if not _pid_alive(s.pid)]
+            if dead:
+                if not self._handle(dead):
+                    return
+                continue
+            stuck = self._stuck_model()
+            if stuck is not None:
+                model, waited = stuck
+                reason = (
+                    f"the version of {model} that the dead stub served still holds its requests "
+                    f"{waited:.0f} s after the reload (Triton 2.51 never ends them)"
+                )
+                if not self._restart(reason):
+                    return
+                continue
+            if time.monotonic() - last_scan >= policy.rescan_s:
+                self._rescan()
+                last_scan = time.monotonic()
+
+    def _stuck_model(self) -> tuple[str, float] | None:
+        """A reloaded model whose replaced version has not unloaded within ``stuck_grace_s``, with the
+        seconds since its reload."""
+        grace = self.policy.stuck_grace_s
+        waiting = []
+        for model, offset, reloaded_at in self._unloads:
+            if f"successfully unloaded '{model}' version" in self.server.log_since(offset):
+                continue
+            waited = time.monotonic() - reloaded_at
+            if grace is not None and waited >= grace:
+                return model, waited
+            waiting.append((model, offset, reloaded_at))
+        self._unloads = waiting
+        return None
+
+    def _trouble(self) -> None:
+        now = time.monotonic()
+        if now - self._last_trouble >= self.policy.healthy_reset_s:
+            self.restarts = 0
+        self._last_trouble = now
+
+    # ---- a dead stub: reload its model
+
+    def _handle(self, dead: list[StubProcess]) -> bool:
+        """Reload the model of each dead stub; False when the watching is over."""
+        from swallow_trt.triton_repo.server import exit_description
+
+        how = {s.pid: exit_description(s.pid) for s in dead}  # read before the server reaps them
+        for stub in dead:
+            self._known.pop(stub.pid, None)
+        self._trouble()
+        for model in dict.fromkeys(s.model for s in dead):
+            victims = [s for s in dead if s.model == model]
+            if all(how[s.pid] == "exit code 0" for s in victims) or not self.server.model_ready(model):
+                # A stub that finished cleanly, or a model no longer loaded: an unload, not a death.
+                log.info("stubs of model %r ended (%s); not reloading", model, how)
+                continue
+            first = victims[0]
+            names = ", ".join(s.instance for s in victims)
+            cause = how[first.pid] or "already reaped by the server"
+            self.say(
+                f"stub of model '{model}' instance{'s' if len(victims) > 1 else ''} {names} died "
+                f"({cause}); reloading {model} ..."
+            )
+            generation = self._generation
+            if not self._reload(model, expected=len(victims)):
+                return False
+            if generation != self._generation:  # reloading failed and the server was restarted
+                return True
+        return True
+
+    def _reload(self, model: str, expected: int) -> bool:
+        """Reload ``model`` (attempts with back-off), else restart the server; False when over."""
+        server, policy = self.server, self.policy
+        # The model's instances that still run are replaced by the reload too: their exit is expected.
+        for pid, stub in list(self._known.items()):
+            if stub.model == model:
+                self._retired.add(pid)
+                expected += 1
+                del self._known[pid]
+        self._retired.update(s.pid for s in server.stubs() if s.model == model)
+        reason = ""
+        for attempt in range(policy.reload_attempts):
+            if attempt and self._sleep(policy.delay(attempt - 1)):
+                return False
+            t0 = time.monotonic()
+            offset = server.log_size()
+            try:
+                server.reload_model(model, timeout_s=policy.reload_timeout_s)
+            except StageFailed as exc:
+                if server.closing:
+                    return False
+                reason = exc.message
+                log.warning("%s (attempt %d of %d)", reason, attempt + 1, policy.reload_attempts)
+                continue
+            fresh = self._wait_for_stubs(model, expected)
+            if fresh:
+                self.reloads += 1
+                self._known.update((s.pid, s) for s in fresh)
+                if policy.stuck_grace_s is not None:
+                    self._unloads.append((model, offset, time.monotonic()))
+                pids = ", ".join(str(s.pid) for s in fresh)
+                self.say(f"reloaded {model} in {time.monotonic() - t0:.1f} s (stub pid {pids})")
+                return True
+            reason = f"model '{model}' was reloaded but no stub of it came back"
+        return self._restart(f"{reason} after {policy.reload_attempts} attempts")
+
+    def _wait_for_stubs(self, model: str, expected: int) -> list[StubProcess]:
+        end = time.monotonic() + self.policy.confirm_timeout_s
+        fresh: list[StubProcess] = []
+        while not self.server.closing:
+            fresh = [s for s in self.server.stubs() if s.model == model and s.pid not in self._retired]
+            if len(fresh) >= expected or time.monotonic() >= end:
+                break
+            time.sleep(0.1)
+        return fresh
+
+    # ---- restart the whole server
+
+    def _restart(self, reason: str) -> bool:
+        """Restart the server (doubling back-off, at most ``max_restarts``); False when over."""
+        server, policy = self.server, self.policy
+        self._trouble()
+        while not server.closing:
+            if self.restarts >= policy.max_restarts:
+                server.failure = StageFailed(
+                    f"Triton could not be recovered after {self.restarts} restart(s): {reason}",
+                    f"see the server log {server.log_path}",
+                )
+                self.say(f"giving up: {server.failure.message}; stopping Triton")
+                server.stop()
+                return False
+            delay = policy.delay(self.restarts)
+            self.restarts += 1
+            self.say(
+                f"{reason}; restarting Triton in {delay:g} s (restart {self.restarts} of {policy.max_restarts})"
+            )
+            if self._sleep(delay):
+                return False
+            t0 = time.monotonic()
+            try:
+                if not server.relaunch(policy.ready_timeout_s, pdeathsig=True):
+                    return False
+            except StageFailed as exc:
+                reason = f"the restart failed: {_one_line(exc)}"
+                continue
+            self._generation += 1
+            self._known.clear()
+            self._retired.clear()
+            self._unloads.clear()
+            self._rescan()
+            self.say(f"Triton restarted, ready in {time.monotonic() - t0:.1f} s (pid {server.pid})")
+            return True
+        return False
+
+
+__all__ = ["Recovery", "StubWatcher"]
