@@ -107,6 +107,13 @@ def stream_chat(server: TritonServer, text: bytes, **extra: Any) -> tuple[list[s
         i = grpcclient.InferInput("stop", [len(extra["stop"])], "BYTES")
         i.set_data_from_numpy(np.array([s.encode() for s in extra["stop"]], dtype=object))
         inputs.append(i)
+    for name, value in extra.items():  # sampling and guided-decoding options
+        if name in ("max_tokens", "stop"):
+            continue
+        triton_type, np_type = ENSEMBLE_TYPES[name]
+        i = grpcclient.InferInput(name, [1], triton_type)
+        i.set_data_from_numpy(np.array([value.encode() if isinstance(value, str) else value], dtype=np_type))
+        inputs.append(i)
     client.start_stream(callback=lambda result, error: results.put((result, error)))
     client.async_stream_infer("chat", inputs, enable_empty_final_response=True)
     pieces: list[str] = []
@@ -458,3 +465,23 @@ def test_bad_sampling_options_get_errors(
     ok, error = ensemble_text(server, "富士山", max_tokens=4)
     assert error is None
     assert ok is not None
+
+
+def test_chat_json_schema_guided_and_seeded(served: tuple[TritonServer, Path]) -> None:
+    """The same guided request through ``chat`` (its sampling inputs go to tensorrt_llm through
+    sampling.request_options): valid JSON, and the same seed at temperature 0.8 gives the same text."""
+    server, _ = served
+    guide = {"guided_decoding_guide_type": "json_schema", "guided_decoding_guide": json.dumps(SCHEMA)}
+    prompt = "富士山について答えてください".encode()
+    pieces, errors = stream_chat(server, prompt, max_tokens=256, **guide)
+    assert errors == []
+    assert valid(json.loads("".join(pieces))), pieces
+    sampled = {"temperature": 0.8, "top_p": 0.95, "seed": 11, **guide}
+    first, errors = stream_chat(server, prompt, max_tokens=256, **sampled)
+    again, _ = stream_chat(server, prompt, max_tokens=256, **sampled)
+    assert errors == []
+    assert valid(json.loads("".join(first))), first
+    assert "".join(again) == "".join(first)
+    bad, errors = stream_chat(server, prompt, max_tokens=4, temperature=-1.0)
+    assert bad == []
+    assert any("temperature must not be negative" in e for e in errors), errors
