@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("chat", "chat", "HELP"),
     "profile": ("profile", "profile", "HELP"),
     "quickstart": ("quickstart", "quickstart", "HELP"),
+    "openai": ("openai", "openai", "HELP"),
 }
 
 

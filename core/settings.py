@@ -13,6 +13,8 @@ ENV_VARS: dict[str, str] = {
     "SWALLOW_TRT_DEBUG": "1 shows Python tracebacks instead of the one-line error",
     "SWALLOW_TRT_HOME": "cache and output root (default: $XDG_CACHE_HOME/swallow-trt or ~/.cache/swallow-trt)",
     "SWALLOW_TRT_HOST_RAM_GIB": "host RAM the planner assumes (default: read from /proc/meminfo)",
+    "SWALLOW_TRT_API_KEY": "API key the OpenAI-compatible API requires on every /v1 route (--api-key wins)",
+    "SWALLOW_TRT_API_CONFIG": "internal: the OpenAI API's settings (JSON), passed to its --workers processes",
 }
 
 
@@ -21,6 +23,8 @@ class Settings:
     debug: bool
     home: Path
     host_ram_gib: float | None
+    api_key: str | None = None
+    api_config: str | None = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -43,4 +47,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 f"SWALLOW_TRT_HOST_RAM_GIB={ram_text!r} is not a number",
                 "set it to the host memory in GiB, e.g. 64, or unset it",
             ) from None
-    return Settings(debug=_truthy(env.get("SWALLOW_TRT_DEBUG")), home=home, host_ram_gib=host_ram)
+    return Settings(
+        debug=_truthy(env.get("SWALLOW_TRT_DEBUG")),
+        home=home,
+        host_ram_gib=host_ram,
+        api_key=env.get("SWALLOW_TRT_API_KEY") or None,
+        api_config=env.get("SWALLOW_TRT_API_CONFIG") or None,
+    )

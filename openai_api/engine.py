@@ -1,0 +1,212 @@
+"""Streaming ``tensorrt_llm`` over gRPC with asyncio (``grpc.aio`` on Triton's service stubs from
+``tritonclient.grpc``), one bidirectional stream per request, so nothing between the API and the C++ engine
+is a Python-backend model.
+
+Every request asks for Triton's empty final response (``triton_enable_empty_final_response``), so the end
+of a generation is a flag on a response, not a guess. Stopping a generation early (a client went away, a
+stop string was seen) sends ``tensorrt_llm``'s ``stop`` input with the same request id on the same stream,
+as the ``chat`` model does and as the C++ backend honours; the stream is read to its end in the background
+and cancelled if the engine does not finish within :data:`STOP_GRACE_S`. Unreachable or not-ready Triton
+is :class:`EngineUnavailable` (503); an error response from the model is :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+STOP_GRACE_S = 5.0  # after a stop request, how long the stream may take to end before it is cancelled
+FINAL = "triton_final_response"
+# Reconnect fast once Triton is back (gRPC's default backoff grows to 120 s); messages of any size.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class EngineUnavailable(Exception):
+    """Triton is unreachable, or the model is not loaded or not ready."""
+
+
+class EngineError(Exception):
+    """An error response from ``tensorrt_llm`` (bad input it refused, a failed generation)."""
+
+
+_UNAVAILABLE_TEXT = ("unknown model", "is not ready", "not found", "unavailable", "failed to connect")
+
+
+def _classify(message: str) -> Exception:
+    low = message.lower()
+    if any(t in low for t in _UNAVAILABLE_TEXT):
+        return EngineUnavailable(message)
+    return EngineError(message)
+
+
+_DATATYPES = {"int32": "INT32", "uint64": "UINT64", "float32": "FP32", "bool": "BOOL", "object": "BYTES"}
+
+
+def infer_request(model: str, request_id: str, inputs: list[tuple[str, Any]]) -> Any:
+    """A ``ModelInferRequest`` of (name, numpy array) inputs that asks for the empty final response,
+    which tritonclient's own request builder refuses to set (a reserved parameter)."""
+    from tritonclient.grpc import service_pb2
+    from tritonclient.utils import serialize_byte_tensor
+
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    for name, value in inputs:
+        tensor = request.inputs.add(name=name, datatype=_DATATYPES[str(value.dtype)])
+        tensor.shape.extend(value.shape)
+        if value.dtype == object:
+            request.raw_input_contents.append(serialize_byte_tensor(value).item())
+        else:
+            request.raw_input_contents.append(value.tobytes())
+    request.outputs.add(name="output_ids")
+    request.parameters[FINAL.replace("final_response", "enable_empty_final_response")].bool_param = True
+    return request
+
+
+def _output_ids(response: Any) -> list[int]:
+    import numpy as np
+
+    for i, output in enumerate(response.outputs):
+        if output.name == "output_ids":
+            ids: list[int] = np.frombuffer(response.raw_output_contents[i], dtype=np.int32).tolist()
+            return ids
+    return []
+
+
+class Generation:
+    """One streamed ``tensorrt_llm`` request: iterate :meth:`tokens`; :meth:`stop` ends it early."""
+
+    def __init__(self, engine: Engine, request_id: str, inputs: list[tuple[str, Any]]) -> None:
+        self.engine = engine
+        self.request_id = request_id
+        self.finished = False
+        self.stopping = False
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._requests.put_nowait(infer_request(engine.model, request_id, inputs))
+        self._call = engine.stub().ModelStreamInfer(self._iterate())
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while (item := await self._requests.get()) is not None:
+            yield item
+
+    async def tokens(self) -> AsyncIterator[list[int]]:
+        """The token ids of each response, until the final one."""
+        import grpc
+
+        try:
+            async for message in self._call:
+                if message.error_message:
+                    raise _classify(message.error_message)
+                response = message.infer_response
+                ids = _output_ids(response)
+                if ids:
+                    yield ids
+                if FINAL in response.parameters and response.parameters[FINAL].bool_param:
+                    self.finished = True
+                    return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EngineUnavailable(exc.details() or str(exc.code())) from None
+            raise _classify(exc.details() or str(exc.code())) from None
+        finally:
+            if self.finished:
+                self._requests.put_nowait(None)
+        if not self.finished:
+            raise EngineUnavailable("the stream from Triton ended before the final response")
+
+    def stop(self) -> None:
+        """End the generation in the engine (its ``stop`` input), then close the stream in the
+        background; safe to call from a cancelled task and more than once."""
+        if self.finished or self.stopping:
+            self._requests.put_nowait(None)
+            return
+        self.stopping = True
+        self.engine.spawn(self._stop_and_drain())
+
+    async def _stop_and_drain(self) -> None:
+        import numpy as np
+
+        self.engine.stops_sent += 1
+        inputs = [
+            ("input_ids", np.array([[0]], dtype=np.int32)),
+            ("input_lengths", np.array([[1]], dtype=np.int32)),
+            ("request_output_len", np.array([[1]], dtype=np.int32)),
+            ("stop", np.array([[True]], dtype=bool)),
+        ]
+        self._requests.put_nowait(infer_request(self.engine.model, self.request_id, inputs))
+        finals = 0
+        try:
+            async with asyncio.timeout(STOP_GRACE_S):
+                async for message in self._call:
+                    # Two final responses: the stopped generation's and the stop request's own.
+                    params = message.infer_response.parameters
+                    if message.error_message or (FINAL in params and params[FINAL].bool_param):
+                        finals += 1
+                    if finals == 2:
+                        break
+        except Exception:  # failed or hung (TimeoutError): cancelling the stream is all that is left
+            pass
+        finally:
+            self._requests.put_nowait(None)
+            self._call.cancel()
+
+    def close(self) -> None:
+        """Release the stream of a generation that finished (its final response read)."""
+        self._requests.put_nowait(None)
+        if not self.finished and not self.stopping:
+            self._call.cancel()
+
+
+class Engine:
+    """The gRPC channel to one Triton (created on first use, in the running event loop)."""
+
+    def __init__(self, url: str, model: str = "tensorrt_llm") -> None:
+        self.url = url
+        self.model = model
+        self._channel: Any = None
+        self._stub: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stops_sent = 0
+
+    def stub(self) -> Any:
+        if self._stub is None:
+            import grpc
+            from tritonclient.grpc import service_pb2_grpc
+
+            self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_ARGS)
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        return self._stub
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def generate(self, request_id: str, inputs: list[tuple[str, Any]]) -> Generation:
+        return Generation(self, request_id, inputs)
+
+    async def ready(self, timeout_s: float = 2.0) -> bool:
+        """Whether Triton answers and reports the model ready."""
+        from tritonclient.grpc import service_pb2
+
+        try:
+            response = await self.stub().ModelReady(
+                service_pb2.ModelReadyRequest(name=self.model), timeout=timeout_s
+            )
+            return bool(response.ready)
+        except Exception:  # unreachable, timed out, not loaded: all "not ready"
+            return False
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(task, STOP_GRACE_S + 1)
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
