@@ -272,25 +272,35 @@ def _tensors(config: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -
 
 
 def chat_config(parameters: dict[str, Any], name: str = "chat", instances: int = 1) -> Any:
-    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped. One
-    stream at a time per instance."""
+    """The decoupled streaming ``chat`` model (BLS): Japanese text in, text out, stops stripped. Each
+    instance serves many streams at once (its ``execute`` is a coroutine)."""
     return python_model_config(
         name, CHAT_INPUTS, CHAT_OUTPUTS, parameters, decoupled=True, instances=instances
     )
 
 
 def preprocessing_config(parameters: dict[str, Any], max_batch_size: int, instances: int = 1) -> Any:
-    return python_model_config(
+    """Upstream's preprocessing (triton_backend/all_models/inflight_batcher_llm/preprocessing/config.pbtxt
+    at 08dc37e): dynamic batching up to the batch size with no queue delay, one CPU instance by
+    default."""
+    config = python_model_config(
         "preprocessing", ENSEMBLE_INPUTS, PREPROCESSING_OUTPUTS, parameters, max_batch_size=max_batch_size,
         instances=instances,
     )  # fmt: skip
+    config.dynamic_batching.preferred_batch_size.append(max_batch_size)
+    config.dynamic_batching.max_queue_delay_microseconds = 0
+    return config
 
 
 def postprocessing_config(parameters: dict[str, Any], max_batch_size: int, instances: int = 1) -> Any:
-    return python_model_config(
+    """Upstream's postprocessing (same directory, at 89fd9b7): ``dynamic_batching {}``, one CPU instance
+    by default."""
+    config = python_model_config(
         "postprocessing", POSTPROCESSING_INPUTS, TEXT_OUTPUT, parameters, max_batch_size=max_batch_size,
         instances=instances,
     )  # fmt: skip
+    config.dynamic_batching.SetInParent()
+    return config
 
 
 def ensemble_config(max_batch_size: int, llm: str = "tensorrt_llm") -> Any:

@@ -154,3 +154,15 @@ def test_bad_settings_refused() -> None:
 def test_shipped_contract_is_current() -> None:
     shipped = Path(__file__).resolve().parents[2] / "core" / "data" / "tensorrtllm-backend-model.json"
     assert json.loads(shipped.read_text()) == json.loads(SHARED.read_text())
+
+
+def test_pre_and_postprocessing_batch_dynamically_like_upstream() -> None:
+    from swallow_trt.triton_repo.configs import postprocessing_config, preprocessing_config
+
+    pre = from_pbtxt(to_pbtxt(preprocessing_config({"tokenizer_dir": "t"}, 64)))
+    assert list(pre.dynamic_batching.preferred_batch_size) == [64]
+    assert pre.dynamic_batching.max_queue_delay_microseconds == 0
+    post = from_pbtxt(to_pbtxt(postprocessing_config({"tokenizer_dir": "t"}, 64)))
+    assert post.HasField("dynamic_batching")
+    assert [g.count for g in pre.instance_group] == [1]
+    assert [g.count for g in post.instance_group] == [1]
