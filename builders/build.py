@@ -1,5 +1,6 @@
 """``swallow-trt build``: plan and validate, check the machine, quantize (cached), build the engine
-(cached), and write the build manifest. Packaging takes over from the engine directory."""
+(cached), and write the build manifest. Packaging takes over from the engine directory. On the PyTorch
+runtime (``--runtime pytorch``) there is no engine: see ``builders/pytorch_runtime.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from swallow_trt.builders.engine_rules import timing_cache_name
 from swallow_trt.builders.plan import Plan, PlanRequest, make_plan, stage_dirs
+from swallow_trt.builders.pytorch_runtime import (
+    check_engine_export,
+    check_pytorch_format,
+    llm_api_options,
+    pytorch_layout,
+    run_pytorch_build,
+)
 from swallow_trt.builders.quantize_stage import (
     QuantizeRequest,
     QuantizeResult,
@@ -43,6 +51,9 @@ class BuildResult:
     checkpoint: QuantizeResult | None = None
     engine: Any = None  # EngineResult (imported lazily with the engine stage)
     manifest_path: Path | None = None
+    # runtime pytorch: a PytorchLayout in a dry run, a PytorchBuildResult after a build
+    pytorch: Any = None
+    request: PlanRequest | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -59,6 +70,9 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
     ui: Reporter = reporter or SilentReporter()
     check_calibration(req.calibration)
     plan = make_plan(req.plan)
+    if plan.runtime == "pytorch":
+        return _run_pytorch(req, plan, ui)
+    check_engine_export(plan.model.arch, plan.qformat, plan.model.display_name)
     if req.dry_run:
         return BuildResult(plan=plan, dry_run=True)
 
@@ -117,3 +131,20 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
         },
     )
     return BuildResult(plan, False, ckpt, engine, manifest_path, {"quantize_s": t1 - t0, "engine_s": t2 - t1})
+
+
+def _run_pytorch(req: BuildRequest, plan: Plan, ui: Reporter) -> BuildResult:
+    check_pytorch_format(plan)
+    if req.dry_run:
+        llm_api_options(plan)  # checked against the contract in a dry run too
+        return BuildResult(plan=plan, dry_run=True, pytorch=pytorch_layout(req.plan, plan), request=req.plan)
+    t0 = time.time()
+    result = run_pytorch_build(req, plan, ui)
+    return BuildResult(
+        plan,
+        False,
+        manifest_path=result.layout.root / "build.json",
+        timings={"build_s": time.time() - t0},
+        pytorch=result,
+        request=req.plan,
+    )

@@ -739,7 +739,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
     if runtime == "pytorch":
         notes.append(
             "runtime pytorch (TensorRT-LLM's LLM API): weights, KV cache and fit are as for an engine; "
-            "no trtllm-build commands apply, and `build --runtime pytorch` is not part of this plan yet"
+            "no trtllm-build commands apply; `build --runtime pytorch --dry-run` prints its files and commands"
         )
     plan = replace(plan, commands=stage_commands(plan, req))
     if not any(g.fits for g in gpu_plans):

@@ -26,11 +26,14 @@ from swallow_trt.cli.options import (
     MaxSeqOpt,
     MaxTokensOpt,
     ModelOpt,
+    MoeEpOpt,
+    MoeTpOpt,
     OutRootOpt,
     PpOpt,
     ProfileOpt,
     QformatOpt,
     RevisionOpt,
+    RuntimeOpt,
     SeedOpt,
     TargetOpt,
     TpOpt,
@@ -39,6 +42,7 @@ from swallow_trt.cli.output import emit_json, guarded, out
 
 if TYPE_CHECKING:
     from swallow_trt.builders.build import BuildResult
+    from swallow_trt.builders.plan import PlanRequest
 
 HELP = """Build a TensorRT-LLM engine for a Swallow model: plan and validate, check the machine,
 quantize (cached), run trtllm-build (cached), and write the build manifest.
@@ -55,6 +59,15 @@ Examples:
   swallow-trt build --model 70b --tp 4 --fp8 --target h100x4 --dry-run
 
   swallow-trt build --model 8b --int4-awq --target ampere-sm86 --max-seq-len 4096 --out /models/out
+
+--runtime pytorch (the default for GPT-OSS, which has no engine model) builds no engine: it writes a
+checkpoint the LLM API loads (ModelOpt's HF export for fp8/nvfp4; the HF checkpoint itself for
+full_prec and GPT-OSS's MXFP4) and an LLM-API options YAML from the target profile, for trtllm-serve
+or Triton's llmapi model:
+
+  swallow-trt build --model tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4 --target h100x4 --dry-run
+
+  swallow-trt build --model qwen3-30b-a3b --target hopper --runtime pytorch --fp8
 """
 
 
@@ -75,6 +88,9 @@ def build(
     max_input_len: MaxInputOpt = None,
     max_seq_len: MaxSeqOpt = None,
     max_num_tokens: MaxTokensOpt = None,
+    moe_tp_size: MoeTpOpt = None,
+    moe_ep_size: MoeEpOpt = None,
+    runtime: RuntimeOpt = "auto",
     calib: CalibOpt = "ja",
     calib_size: CalibSizeOpt = 512,
     calib_max_seq_len: CalibLenOpt = 512,
@@ -117,7 +133,10 @@ def build(
             max_input_len=max_input_len,
             max_seq_len=max_seq_len,
             max_num_tokens=max_num_tokens,
+            moe_tp_size=moe_tp_size,
+            moe_ep_size=moe_ep_size,
             out=out_root,
+            runtime=runtime,
         ),
         calibration=CalibSettings(calib, calib_size, calib_max_seq_len, seed, eval_samples, eval_seq_len),
         revision=revision,
@@ -144,6 +163,9 @@ def render_dry_run(result: BuildResult, as_json: bool) -> None:
     from swallow_trt.cli.plan import plan_to_json
     from swallow_trt.cli.plan import render as render_plan
 
+    if result.pytorch is not None:
+        render_pytorch_dry_run(result, as_json)
+        return
     if as_json:
         emit_json({"dry_run": True, "plan": plan_to_json(result.plan)})
         return
@@ -152,7 +174,65 @@ def render_dry_run(result: BuildResult, as_json: bool) -> None:
     render_plan(result.plan)
 
 
+def pytorch_files(result: BuildResult) -> dict[str, object]:
+    """The files and commands of the pytorch path, for build's and serve's dry runs."""
+    from swallow_trt.builders.pytorch_runtime import llm_api_options, pytorch_commands
+
+    plan, layout = result.plan, result.pytorch
+    return {
+        "checkpoint": {
+            "path": str(layout.checkpoint) if layout.exported else layout.model_ref,
+            "made_by": "ModelOpt unified HF export (export_hf_checkpoint)"
+            if layout.exported
+            else "none: loaded as it ships",
+            "qformat": plan.qformat,
+            "kv_cache_dtype": plan.kv_cache_dtype,
+        },
+        "options_file": str(layout.options),
+        "options": llm_api_options(plan),
+        "manifest": str(layout.root / "build.json"),
+        "commands": pytorch_commands(plan_request_of(result), plan, layout),
+    }
+
+
+def plan_request_of(result: BuildResult) -> PlanRequest:
+    assert result.request is not None
+    return result.request
+
+
+def render_pytorch_dry_run(result: BuildResult, as_json: bool) -> None:
+    import yaml
+
+    from swallow_trt.builders.plan import command_line
+    from swallow_trt.cli.plan import plan_to_json
+    from swallow_trt.cli.plan import render as render_plan
+
+    files = pytorch_files(result)
+    if as_json:
+        emit_json({"dry_run": True, "runtime": "pytorch", "plan": plan_to_json(result.plan), **files})
+        return
+    out("dry run: nothing is checked or run on this machine")
+    out()
+    render_plan(result.plan)
+    ckpt = files["checkpoint"]
+    assert isinstance(ckpt, dict)
+    out()
+    out(f"checkpoint: {ckpt['path']}  ({ckpt['made_by']}; {ckpt['qformat']}, {ckpt['kv_cache_dtype']} KV)")
+    out(f"options:    {files['options_file']}")
+    for line in yaml.safe_dump(files["options"], sort_keys=False).splitlines():
+        out(f"  {line}")
+    out(f"manifest:   {files['manifest']}")
+    out("commands:")
+    commands = files["commands"]
+    assert isinstance(commands, dict)
+    for name, argv in commands.items():
+        out(f"  {name}: {command_line(argv)}")
+
+
 def render(result: BuildResult, as_json: bool) -> None:
+    if result.pytorch is not None:
+        render_pytorch(result, as_json)
+        return
     assert result.checkpoint is not None
     assert result.engine is not None
     if as_json:
@@ -179,3 +259,68 @@ def render(result: BuildResult, as_json: bool) -> None:
     out(
         "next: package the engine directory into a Triton model repository (swallow-trt package is not in this version yet)"
     )
+
+
+def render_pytorch(result: BuildResult, as_json: bool) -> None:
+    from swallow_trt.builders.plan import command_line
+
+    r, p = result.pytorch, result.plan
+    ckpt = {"path": str(r.layout.checkpoint), "exported": r.layout.exported, "cached": r.cached}
+    if as_json:
+        emit_json({"dry_run": False, "runtime": "pytorch", "checkpoint": ckpt, "options_file": str(r.layout.options),
+                   "manifest": str(result.manifest_path), "serve": r.serve_argv})  # fmt: skip
+        return
+    out(
+        f"built {p.model.display_name} for {p.profile.name} (runtime pytorch): {p.qformat}, {p.kv_cache_dtype} KV, TP {p.tp} x PP {p.pp}"
+    )
+    how = "ModelOpt HF export" + (" (cache hit)" if r.cached else "") if r.layout.exported else "as it ships"
+    out(f"  checkpoint: {r.layout.checkpoint} ({how})")
+    out(f"  options:    {r.layout.options}")
+    out(f"  manifest:   {result.manifest_path}")
+    out(f"next: {command_line(r.serve_argv)}")
+    out(f"  or: swallow-trt package --runtime pytorch --build {r.layout.root} --out {r.layout.repo}")
+
+
+def serve_pytorch(runtime: str, model: str | None, target: str | None, qformat: str | None, kv: str | None,
+                  tp: int | None, pp: int | None, out_root: Path, triton: bool, repo: Path | None,
+                  port: int | None, dry_run: bool, as_json: bool) -> None:  # fmt: skip
+    """``serve --runtime pytorch``: the same plan inputs as build find the same outputs."""
+    import yaml
+
+    from swallow_trt.builders.plan import PlanRequest, choose_qformat, command_line
+    from swallow_trt.builders.pytorch_runtime import run_serve, serve_request
+    from swallow_trt.errors import UsageError
+
+    if model is None:
+        raise UsageError("--runtime pytorch needs --model", "pass the --model (and --target) you built")
+    req = PlanRequest(model=model, target=target, tp=tp, pp=pp, qformat=choose_qformat(False, False, qformat),
+                      kv_cache_dtype=kv.lower() if kv else None, out=out_root, runtime=runtime)  # fmt: skip
+    served = serve_request(req, triton, repo, port)
+    if served["plan"].runtime != "pytorch":
+        raise UsageError(
+            f"{served['plan'].model.display_name} runs on the engine runtime by default",
+            "pass --runtime pytorch, or serve its engine repository with --repo",
+        )
+    layout = served["layout"]
+    if dry_run:
+        data = {
+            "dry_run": True,
+            "runtime": "pytorch",
+            "run": served["run"],
+            "needs": [str(p) for p in served["needs"]],
+            "options_file": str(layout.options),
+            "options": served["options"],
+            "commands": served["commands"],
+        }
+        if as_json:
+            emit_json(data)
+            return
+        out("dry run: nothing is checked or run on this machine")
+        out(f"run:   {command_line(served['run'])}")
+        out("needs: " + ", ".join(data["needs"]))
+        out(f"options: {layout.options}")
+        for line in yaml.safe_dump(served["options"], sort_keys=False).splitlines():
+            out(f"  {line}")
+        return
+    out(f"running: {command_line(served['run'])}")
+    run_serve(served, triton)

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from swallow_trt.cli.options import JsonOpt
+from swallow_trt.cli.options import (
+    JsonOpt,
+    KvOpt,
+    OutRootOpt,
+    PpOpt,
+    QformatOpt,
+    TargetOpt,
+    TpOpt,
+)
 from swallow_trt.cli.output import emit_json, guarded, out
 
 if TYPE_CHECKING:
@@ -32,12 +40,23 @@ Examples:
   swallow-trt serve --repo repo
 
   swallow-trt serve --repo repo --host 0.0.0.0 --http-port 8000 --grpc-port 8001 --metrics-port 8002
+
+--runtime pytorch serves what `build --runtime pytorch` made for the same --model/--target/format:
+`trtllm-serve CHECKPOINT --extra_llm_api_options FILE` with the family's reasoning parser (qwen3 for
+Qwen3), or with --triton Triton's llmapi model from `package --runtime pytorch`. Both need TensorRT-LLM
+(exit 3 without it); --dry-run prints the exact command and files:
+
+  swallow-trt serve --runtime pytorch --model tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4 --target h100x4 --dry-run
+
+  swallow-trt serve --runtime pytorch --model qwen3-30b-a3b --target hopper --triton --dry-run
 """
 
 
 @guarded
 def serve(
-    repo: Annotated[Path, typer.Option("--repo", help="Model repository (from swallow-trt package).")],
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="Model repository (from swallow-trt package).")
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     http_port: Annotated[
         int | None, typer.Option("--http-port", help="HTTP port (default: a free one).")
@@ -54,12 +73,32 @@ def serve(
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", help="Server restarts allowed before serve gives up (0: none).")
     ] = 5,
+    runtime: Annotated[
+        str | None, typer.Option("--runtime", help="pytorch: serve a `build --runtime pytorch` output.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="pytorch: the model built.")] = None,
+    target: TargetOpt = None,
+    qformat: QformatOpt = None,
+    kv_cache_dtype: KvOpt = None,
+    tp: TpOpt = None,
+    pp: PpOpt = None,
+    out_root: OutRootOpt = Path("swallow-trt-out"),
+    triton: Annotated[bool, typer.Option("--triton", help="pytorch: Triton with the llmapi model.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="pytorch: print the command and files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
     from swallow_trt.triton_repo.launch import inspect_repo, run_until_stopped, server_for
     from swallow_trt.triton_repo.recovery import Recovery
 
+    if runtime is not None and runtime.strip().lower() != "engine":
+        from swallow_trt.cli.build import serve_pytorch
+
+        serve_pytorch(runtime, model, target, qformat, kv_cache_dtype, tp, pp, out_root, triton,
+                      repo, http_port, dry_run, as_json)  # fmt: skip
+        return
+    if repo is None:
+        raise UsageError("--repo is required", "pass the repository `swallow-trt package` wrote")
     info = inspect_repo(repo)
     for flag, port in (
         ("--http-port", http_port),

@@ -144,6 +144,9 @@ FORMATS_BY_CLASS: dict[str, tuple[str, ...]] = {
 # (TensorRT-LLM docs/source/features/quantization.md: GPT-OSS runs MXFP4 and BF16, FP8 KV only).
 PYTORCH_FORMATS_BY_CLASS: dict[str, tuple[str, ...]] = {
     "GptOssForCausalLM": ("full_prec", "mxfp4"),
+    # What `build --runtime pytorch` makes with ModelOpt's unified HF export (seen exporting on CPU).
+    "Qwen3ForCausalLM": ("full_prec", "fp8", "nvfp4"),
+    "Qwen3MoeForCausalLM": ("full_prec", "fp8", "nvfp4"),
 }
 
 KV_BY_CLASS: dict[str, tuple[str, ...]] = {

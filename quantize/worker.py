@@ -43,6 +43,9 @@ class WorkerSpec:
     dtype: str
     calibration: CalibSettings
     out_dir: str
+    # "trtllm": a TensorRT-LLM checkpoint (engine runtime); "hf": ModelOpt's unified HF checkpoint,
+    # which the PyTorch (LLM-API) runtime loads and shards itself (tp/pp are not applied).
+    export: str = "trtllm"
 
 
 def emit(event: str, **data: Any) -> None:
@@ -210,6 +213,18 @@ def run(spec: WorkerSpec) -> None:
             "measured": False,
             "reason": "weight-only formats are quantised by trtllm-build, after this stage",
         }
+
+    if spec.export == "hf":
+        from modelopt.torch.export import export_hf_checkpoint
+
+        emit("phase", name="export", message="exporting a unified HF checkpoint (ModelOpt)")
+        t = time.perf_counter()
+        with torch.inference_mode():
+            export_hf_checkpoint(model, export_dir=spec.out_dir)
+        timings["export_s"] = time.perf_counter() - t
+        timings["worker_s"] = time.perf_counter() - t0
+        emit("done", quality=quality, timings=timings, device=device, torch=torch.__version__)
+        return
 
     from modelopt.torch.export import export_tensorrt_llm_checkpoint
 

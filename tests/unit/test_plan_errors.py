@@ -463,9 +463,11 @@ def test_runtime_engine_refused_for_gpt_oss(model: str) -> None:
     message, hint = usage_error(plan("--model", model, "--runtime", "engine", "--target", "h100x4"))
     assert "has no TensorRT engine model" in message
     assert "--runtime pytorch" in hint
-    # build has no --runtime yet: it builds engines, so GPT-OSS is refused the same way.
+    # build --runtime engine refuses it the same way (build's default, auto, picks pytorch).
     message, _ = usage_error(
-        CliRunner().invoke(app, ["build", "--model", model, "--target", "h100x4", "--dry-run"])
+        CliRunner().invoke(
+            app, ["build", "--model", model, "--target", "h100x4", "--runtime", "engine", "--dry-run"]
+        )
     )
     assert "has no TensorRT engine model" in message
     for runtime in ("auto", "pytorch"):
