@@ -1,0 +1,173 @@
+"""The OpenAI-compatible API's overhead against streaming ``tensorrt_llm`` directly over gRPC, in one run.
+
+One load generator (asyncio, in this process) drives, at each concurrency, first ``tensorrt_llm`` of the
+zero-delay schedule repository directly (``grpc.aio`` streams, the same requests the API sends), then
+the API (``/v1/chat/completions``, streaming, raw HTTP/1.1 with SSE parsing, so the client's cost stays
+small and equal across concurrencies). Printed per concurrency: output tokens/s and TTFT p50 of both,
+their ratio, and the API process's CPU time per streamed token from its own ``/metrics``
+(``process_cpu_seconds_total`` over ``swallow_api_completion_tokens_total``).
+
+    python benchmarks/openai_overhead.py [--tokens 64] [--requests-per-stream 4] [--concurrency 1 16 64 256]
+
+Targets (issue 12): at concurrency 64 at least 0.8x the direct throughput, at most 50 us CPU per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPT = "日本で一番高い山は何ですか？"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def direct_one(engine, ids: list[int], tokens: int, rid: str) -> tuple[float, int]:
+    import numpy as np
+
+    inputs = [
+        ("input_ids", np.array([ids], dtype=np.int32)),
+        ("input_lengths", np.array([[len(ids)]], dtype=np.int32)),
+        ("request_output_len", np.array([[tokens]], dtype=np.int32)),
+        ("streaming", np.array([[True]], dtype=bool)),
+        ("end_id", np.array([[-1]], dtype=np.int32)),
+        ("min_tokens", np.array([[tokens]], dtype=np.int32)),
+    ]
+    start = time.perf_counter()
+    ttft, n = 0.0, 0
+    generation = engine.generate(rid, inputs)
+    async for out in generation.tokens():
+        if n == 0:
+            ttft = time.perf_counter() - start
+        n += len(out)
+    generation.close()
+    return ttft, n
+
+
+async def api_one(host: str, port: int, model: str, tokens: int) -> tuple[float, int]:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens,
+                       "min_tokens": tokens, "stream": True, "stream_options": {"include_usage": True}}).encode()  # fmt: skip
+    reader, writer = await asyncio.open_connection(host, port)
+    start = time.perf_counter()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+    ttft, n, buf = 0.0, 0, b""
+    while chunk := await reader.read(65536):
+        if not ttft and b'"content":"' in chunk and b'"content":""' not in chunk:
+            ttft = time.perf_counter() - start
+        buf += chunk
+    writer.close()
+    usage = re.findall(rb'"completion_tokens":(\d+)', buf)
+    n = int(usage[-1]) if usage else 0
+    return ttft, n
+
+
+async def run_level(fn, concurrency: int, per_stream: int) -> tuple[float, float, int]:
+    ttfts: list[float] = []
+    total = 0
+
+    async def worker() -> None:
+        nonlocal total
+        for _ in range(per_stream):
+            ttft, n = await fn()
+            ttfts.append(ttft)
+            total += n
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    return total / wall, statistics.median(ttfts), total
+
+
+def scrape(url: str) -> tuple[float, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    cpu = float(re.search(r"^process_cpu_seconds_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    tok = float(re.search(r"^swallow_api_completion_tokens_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    return cpu, tok
+
+
+async def measure(
+    grpc_url: str, api_url: str, model: str, ids: list[int], args: argparse.Namespace
+) -> list[dict]:
+    from swallow_trt.openai_api.engine import Engine
+
+    engine = Engine(grpc_url)
+    host, port = api_url.removeprefix("http://").split(":")
+    rows = []
+    counter = iter(range(10**9))
+    for c in args.concurrency:
+        per = max(1, args.requests_per_stream if c > 1 else args.requests_per_stream * 4)
+        d_tps, d_ttft, _ = await run_level(
+            lambda: direct_one(engine, ids, args.tokens, f"bench-{next(counter)}"), c, per
+        )
+        cpu0, tok0 = scrape(api_url)
+        a_tps, a_ttft, _ = await run_level(lambda: api_one(host, int(port), model, args.tokens), c, per)
+        cpu1, tok1 = scrape(api_url)
+        us = (cpu1 - cpu0) / max(tok1 - tok0, 1) * 1e6
+        rows.append({"concurrency": c, "direct_tok_s": d_tps, "api_tok_s": a_tps, "ratio": a_tps / d_tps,
+                     "direct_ttft_p50_ms": d_ttft * 1e3, "api_ttft_p50_ms": a_ttft * 1e3, "api_cpu_us_per_token": us})  # fmt: skip
+        print(f"c={c:>3}  direct {d_tps:9.0f} tok/s ttft {d_ttft * 1e3:7.2f} ms | api {a_tps:9.0f} tok/s "
+              f"ttft {a_ttft * 1e3:7.2f} ms | ratio {a_tps / d_tps:4.2f} | api cpu {us:6.1f} us/token", flush=True)  # fmt: skip
+    await engine.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--requests-per-stream", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    from transformers import AutoTokenizer
+
+    from swallow_trt.openai_api.server import start_api_process
+    from swallow_trt.triton_repo.chat import Message, adds_bos, render
+    from swallow_trt.triton_repo.server import TritonServer
+    from tests.fixtures.schedule_repo import schedule_repo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "true"}
+        repo = schedule_repo(root, params, max_batch_size=max(args.concurrency))
+        tok = AutoTokenizer.from_pretrained(repo / "chat" / "tokenizer")
+        ids = tok.encode(
+            render("llama3", [Message("user", PROMPT)], default_system=None),
+            add_special_tokens=adds_bos("llama3"),
+        )
+        server = TritonServer(repo, log_path=root / "server.log").start(timeout_s=1800)
+        try:
+            api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log",
+                                    max_in_flight=2 * max(args.concurrency))  # fmt: skip
+            try:
+                rows = asyncio.run(measure(server.grpc_url, api.url, repo.name, ids, args))
+            finally:
+                api.stop()
+        finally:
+            server.stop()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
