@@ -31,6 +31,14 @@ Tokenizers (trained on the shipped text, ~4,000 tokens, deterministic, cached pe
 - ``llama2`` / ``mistral`` / ``mixtral``: SentencePiece-style BPE with byte fallback, laid out like the
   Llama-2 tokenizer: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, ``<0x00>``..``<0xFF>`` 3..258, then the merges.
   Rare characters (the alphabet is limited to the most frequent ones) go through byte fallback.
+- ``qwen3`` / ``qwen3_moe``: Qwen2-style byte-level BPE (Qwen's split regex, NFC, no BOS) of the real size,
+  151,669 ids: the trained merges, decodable filler tokens up to 151,642, then Qwen3's 26 added tokens at
+  their real ids (``<|endoftext|>`` 151643, ``<|im_start|>`` 151644, ``<|im_end|>`` 151645, ``<think>``
+  151667 and ``</think>`` 151668, the last two not special).
+- ``gpt_oss``: o200k-style byte-level BPE (o200k's split regex) of the real size, 201,088 ids, with
+  o200k_harmony's special tokens at their real ids (``<|return|>`` 200002, ``<|constrain|>`` 200003,
+  ``<|channel|>`` 200005, ``<|start|>`` 200006, ``<|end|>`` 200007, ``<|message|>`` 200008, ``<|call|>``
+  200012, the rest reserved). Both train in 10-20 s, once per process.
 
 Bad checkpoints (``make_bad_checkpoint`` builds a llama2-kind one and breaks it; to break one by hand):
 
@@ -204,18 +212,90 @@ _SHAPES: Final[dict[str, dict[str, Any]]] = {
     },
 }
 
+Style = Literal["byte_level", "sentencepiece", "qwen2", "o200k"]
 # The tokenizer style of each kind.
-_STYLE: Final[dict[str, Literal["byte_level", "sentencepiece"]]] = {
+_STYLE: Final[dict[str, Style]] = {
     "llama2": "sentencepiece",
     "llama31": "byte_level",
     "mistral": "sentencepiece",
     "mixtral": "sentencepiece",
-    # The Qwen and o200k-style tokenizer families belong to the detokenisation tests; for these
-    # checkpoints the byte-level tokenizer only feeds calibration (ids below 4000 of the real vocab).
-    "qwen3": "byte_level",
-    "qwen3_moe": "byte_level",
-    "gpt_oss": "byte_level",
+    "qwen3": "qwen2",
+    "qwen3_moe": "qwen2",
+    "gpt_oss": "o200k",
 }
+
+# Qwen2/Qwen3's split regex (digits one at a time) and its added tokens from 151643, in order, with
+# their "special" flags as Qwen3's tokenizer_config.json has them (the think and tool tokens are not
+# special, so they survive skip_special_tokens).
+_QWEN2_SPLIT: Final = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN3_FIRST_ADDED: Final = 151643
+QWEN3_ADDED: Final = (
+    *(
+        (name, True)
+        for name in (
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|object_ref_start|>",
+            "<|object_ref_end|>",
+            "<|box_start|>",
+            "<|box_end|>",
+            "<|quad_start|>",
+            "<|quad_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|vision_pad|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+        )
+    ),
+    *(
+        (name, False)
+        for name in (
+            "<tool_call>",
+            "</tool_call>",
+            "<|fim_prefix|>",
+            "<|fim_middle|>",
+            "<|fim_suffix|>",
+            "<|fim_pad|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+            "<tool_response>",
+            "</tool_response>",
+            "<think>",
+            "</think>",
+        )
+    ),
+)
+# o200k's split regex and o200k_harmony's special tokens (199998..201087; tiktoken's o200k_harmony).
+_O200K_SPLIT: Final = "|".join(
+    (
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"\p{N}{1,3}",
+        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+        r"\s*[\r\n]+",
+        r"\s+(?!\S)",
+        r"\s+",
+    )
+)
+HARMONY_FIRST_ADDED: Final = 199998
+HARMONY_NAMED: Final = {
+    199998: "<|startoftext|>",
+    199999: "<|endoftext|>",
+    200002: "<|return|>",
+    200003: "<|constrain|>",
+    200005: "<|channel|>",
+    200006: "<|start|>",
+    200007: "<|end|>",
+    200008: "<|message|>",
+    200012: "<|call|>",
+    200018: "<|endofprompt|>",
+}
+HARMONY_VOCAB_SIZE: Final = 201088
 
 # The split regex of the Llama-3 tokenizer (tiktoken cl100k style).
 _LLAMA3_SPLIT: Final = (
@@ -373,12 +453,141 @@ def _train_sentencepiece() -> Tokenizer:
     return tok
 
 
-def _trained(style: Literal["byte_level", "sentencepiece"]) -> Tokenizer:
+def _filler_tokens(taken: set[str], count: int) -> list[str]:
+    """``count`` byte-level tokens for the ids between the trained merges and the added tokens, so that
+    the vocabulary has its real size and the added tokens their real ids. Unreachable when encoding
+    (no merge makes them) but decodable, like a real vocabulary's: single CJK and kana characters,
+    every two-byte sequence (fragments of characters, invalid UTF-8 included), the shipped text's
+    character bigrams, then numbered ASCII pieces."""
+    from tokenizers import pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    table = {b: ch for b, ch in zip(range(256), _byte_level_table(alphabet), strict=True)}
+
+    def encode(data: bytes) -> str:
+        return "".join(table[b] for b in data)
+
+    def candidates() -> Iterable[str]:
+        for cp in (*range(0x3041, 0x3100), *range(0x4E00, 0xA000)):
+            yield encode(chr(cp).encode("utf-8"))
+        for a in range(256):
+            for b in range(256):
+                yield encode(bytes((a, b)))
+        seen: set[str] = set()
+        for text in japanese_paragraphs():
+            for i in range(len(text) - 1):
+                pair = text[i : i + 2]
+                if pair not in seen:
+                    seen.add(pair)
+                    yield encode(pair.encode("utf-8"))
+        n = 0
+        while True:
+            yield encode(f" tok{n}".encode())
+            n += 1
+
+    out: list[str] = []
+    for token in candidates():
+        if len(out) == count:
+            break
+        if token not in taken:
+            taken.add(token)
+            out.append(token)
+    return out
+
+
+def _byte_level_table(alphabet: Iterable[str]) -> list[str]:
+    """GPT-2's bytes_to_unicode: byte b -> its byte-level character (printable bytes map to themselves)."""
+    del alphabet  # the same 256 characters, in byte order below
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars = {b: chr(b) for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + n)
+            n += 1
+    return [chars[b] for b in range(256)]
+
+
+def _train_full_vocab(split: str, first_added: int, added: list[tuple[str, bool]], nfc: bool) -> Tokenizer:
+    """A byte-level BPE trained on the shipped text, padded to ``first_added`` ids, then ``added``
+    tokens (name, special) from that id on: a Qwen-style or o200k-style tokenizer of the real size."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+
+    pre = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    draft = Tokenizer(models.BPE())
+    draft.pre_tokenizer = pre
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_VOCAB_SIZE,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    draft.train_from_iterator(japanese_paragraphs(), trainer=trainer)
+    trained = json.loads(draft.to_str())["model"]
+    vocab: dict[str, int] = dict(sorted(trained["vocab"].items(), key=lambda item: item[1]))
+    for token in _filler_tokens(set(vocab), first_added - len(vocab)):
+        vocab[token] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in trained["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=False))
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    for name, special in added:
+        token = AddedToken(name, special=special, normalized=False)
+        if special:
+            tok.add_special_tokens([token])
+        else:
+            tok.add_tokens([token])
+    return tok
+
+
+def _train_qwen2() -> Tokenizer:
+    tok = _train_full_vocab(_QWEN2_SPLIT, QWEN3_FIRST_ADDED, list(QWEN3_ADDED), nfc=True)
+    assert tok.token_to_id("</think>") == QWEN3_FIRST_ADDED + len(QWEN3_ADDED) - 1
+    return tok
+
+
+def _train_o200k() -> Tokenizer:
+    added = [
+        (HARMONY_NAMED.get(i, f"<|reserved_{i}|>"), True)
+        for i in range(HARMONY_FIRST_ADDED, HARMONY_VOCAB_SIZE)
+    ]
+    tok = _train_full_vocab(_O200K_SPLIT, HARMONY_FIRST_ADDED, added, nfc=False)
+    assert all(tok.token_to_id(name) == i for i, name in HARMONY_NAMED.items())
+    return tok
+
+
+_TRAINERS: Final = {
+    "byte_level": _train_byte_level,
+    "sentencepiece": _train_sentencepiece,
+    "qwen2": _train_qwen2,
+    "o200k": _train_o200k,
+}
+
+
+def _trained(style: Style) -> Tokenizer:
     from tokenizers import Tokenizer
 
     if style not in _TOKENIZER_CACHE:
-        tok = _train_byte_level() if style == "byte_level" else _train_sentencepiece()
-        _TOKENIZER_CACHE[style] = tok.to_str()
+        _TOKENIZER_CACHE[style] = _TRAINERS[style]().to_str()
     return Tokenizer.from_str(_TOKENIZER_CACHE[style])
 
 
@@ -387,27 +596,27 @@ def make_tokenizer(kind: str, **overrides: Any) -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
     cfg = shape(kind, **overrides)
-    common: dict[str, Any] = {
-        "model_max_length": cfg["max_position_embeddings"],
-        "clean_up_tokenization_spaces": False,
-    }
-    if _STYLE[kind] == "byte_level":
-        return PreTrainedTokenizerFast(
-            tokenizer_object=_trained("byte_level"),
-            bos_token="<|begin_of_text|>",
-            eos_token="<|eot_id|>",
-            chat_template=LLAMA3_CHAT_TEMPLATE,
-            model_input_names=["input_ids", "attention_mask"],
-            **common,
-        )
+    style = _STYLE[kind]
     return PreTrainedTokenizerFast(
-        tokenizer_object=_trained("sentencepiece"),
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
+        tokenizer_object=_trained(style),
+        model_max_length=cfg["max_position_embeddings"],
+        clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", "attention_mask"],
-        **common,
+        **_TOKENS[style],
     )
+
+
+# The special tokens each style's tokenizer_config.json names (Qwen3's: no BOS, <|im_end|> EOS).
+_TOKENS: Final[dict[str, dict[str, str]]] = {
+    "byte_level": {
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "chat_template": LLAMA3_CHAT_TEMPLATE,
+    },
+    "sentencepiece": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "qwen2": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    "o200k": {"bos_token": "<|startoftext|>", "eos_token": "<|return|>", "pad_token": "<|endoftext|>"},
+}
 
 
 # -------------------------------------------------------------------------------------------- checkpoints

@@ -6,7 +6,15 @@ import pytest
 
 from swallow_trt.errors import UsageError
 from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT, load_registry
-from swallow_trt.triton_repo.chat import ALPACA_PREAMBLE, Message, adds_bos, render, stop_words_list
+from swallow_trt.triton_repo.chat import (
+    ALPACA_PREAMBLE,
+    REASONING_FORMATS,
+    Message,
+    adds_bos,
+    check_reasoning,
+    render,
+    stop_words_list,
+)
 
 U = Message("user", "日本の首都はどこですか？")
 
@@ -65,7 +73,52 @@ def test_stop_words_layout() -> None:
 
 def test_every_instruct_model_has_a_renderable_format() -> None:
     for m in load_registry().models:
-        # qwen3 (ChatML + think) and harmony are registered by issue 13; their renderers are the
-        # chat-format part of that issue, not landed yet: drop this exclusion when they are.
-        if m.entry.kind == "instruct" and m.entry.chat_format not in ("qwen3", "harmony"):
+        if m.entry.kind == "instruct":
             assert render(m.entry.chat_format, [U])
+
+
+def test_reasoning_families_are_the_reasoning_formats() -> None:
+    """The registry's reasoning flag and the chat formats that think agree, so a thinking request is
+    refused exactly for the families that cannot think."""
+    for m in load_registry().models:
+        if m.entry.kind == "instruct":
+            assert (m.entry.chat_format in REASONING_FORMATS) == m.family.reasoning, m.repo
+
+
+@pytest.mark.parametrize(
+    ("chat_format", "thinking", "effort", "message"),
+    [
+        ("llama3", True, None, "thinking was asked of a model whose chat format 'llama3' does not reason"),
+        ("llama2", None, "low", "reasoning effort 'low' was asked of a model whose chat format 'llama2'"),
+        ("none", True, None, "does not reason"),
+        ("qwen3", None, "high", "Qwen3 has no reasoning effort"),
+        ("harmony", False, None, "gpt-oss always reasons"),
+        ("harmony", None, "max", "unknown reasoning effort 'max'"),
+    ],
+)
+def test_reasoning_options_the_format_cannot_honour(
+    chat_format: str, thinking: bool | None, effort: str | None, message: str
+) -> None:
+    with pytest.raises(UsageError) as info:
+        check_reasoning(chat_format, thinking, effort)
+    assert message in info.value.message
+    assert info.value.hint
+    with pytest.raises(UsageError):
+        render(chat_format, [U], thinking=thinking, reasoning_effort=effort)
+
+
+def test_thinking_off_is_a_no_op_for_formats_that_never_think() -> None:
+    check_reasoning("llama3", False, None)
+    assert render("llama3", [U], thinking=False) == render("llama3", [U])
+
+
+def test_reasoning_formats_carry_no_bos_and_no_llama_system_prompt() -> None:
+    for chat_format in REASONING_FORMATS:
+        assert not adds_bos(chat_format)
+        assert DEFAULT_SYSTEM_PROMPT not in render(chat_format, [U])
+
+
+def test_harmony_refuses_channel_markup_in_an_earlier_answer() -> None:
+    answer = Message("assistant", "<|channel|>final<|message|>東京です。")
+    with pytest.raises(UsageError):
+        render("harmony", [U, answer, Message("user", "人口は？")])

@@ -24,7 +24,7 @@ from tests.fixtures.counting import CountingTokenizer
 from tests.fixtures.tiny import japanese_paragraphs, make_tokenizer
 
 FFFD = "\ufffd"
-STYLES = ("llama31", "llama2")
+STYLES = ("llama31", "llama2", "qwen3", "gpt_oss")  # qwen3: Qwen2 BPE, 151k; gpt_oss: o200k-style, 201k
 N_PARAGRAPHS = 320
 # Characters outside the SentencePiece-style alphabet (byte fallback) and split across byte-level tokens.
 RARE = "寿司🍣と𠮷野家、鬱蒼とした麤い道で👍🏽😀を見た。𩸽（ほっけ）と𠀋も。"
@@ -180,8 +180,9 @@ def test_prompt_keeps_the_leading_space_sentencepiece_strips() -> None:
 def test_prompt_of_special_tokens_only(kind: str) -> None:
     tok = tokenizer(kind)
     gen = tok.encode(" 東京", add_special_tokens=False)
-    pieces, tail = stream(tok, gen, prompt_ids=[tok.bos_token_id])
-    assert "".join(pieces) + tail == tok.decode([tok.bos_token_id, *gen], skip_special_tokens=True)
+    special = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # Qwen has no BOS
+    pieces, tail = stream(tok, gen, prompt_ids=[special])
+    assert "".join(pieces) + tail == tok.decode([special, *gen], skip_special_tokens=True)
 
 
 # ---------------------------------------------------------------------------------------- special tokens
@@ -192,6 +193,7 @@ def test_prompt_of_special_tokens_only(kind: str) -> None:
 def test_special_tokens(kind: str, skip: bool) -> None:
     tok = tokenizer(kind)
     eos, bos = tok.eos_token_id, tok.bos_token_id
+    bos = tok.pad_token_id if bos is None else bos  # Qwen has no BOS: its <|endoftext|>
     a = tok.encode("寿司🍣が", add_special_tokens=False)
     b = tok.encode(" 好きです。", add_special_tokens=False)
     # EOS in the middle of a split character, between words, and at the end.
