@@ -57,7 +57,7 @@ def check_engine_export(arch: ModelArch, qformat: str, name: str) -> None:
         raise InvalidCombinationError(
             f"{qformat} for {name} ({arch.hf_class}) on the engine runtime: ModelOpt 0.47's TensorRT-LLM "
             f"checkpoint export fails on it ({NO_ENGINE_EXPORT[arch.hf_class]})",
-            "use --runtime pytorch (ModelOpt's HF export, served by trtllm-serve), or --qformat full_prec",
+            "use `swallow-trt build --runtime pytorch` (ModelOpt's HF export, served by trtllm-serve), or --qformat full_prec",
         )
 
 
@@ -433,15 +433,7 @@ def pytorch_commands(req: PlanRequest, plan: Plan, layout: PytorchLayout) -> dic
             str(layout.repo),
         ],
         "serve": ["swallow-trt", "serve", "--runtime", "pytorch", *same],
-        "serve_triton": [
-            "swallow-trt",
-            "serve",
-            "--runtime",
-            "pytorch",
-            "--triton",
-            "--repo",
-            str(layout.repo),
-        ],
+        "serve_triton": ["swallow-trt", "serve", "--runtime", "pytorch", *same, "--triton"],
     }
 
 

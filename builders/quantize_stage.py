@@ -34,6 +34,7 @@ from swallow_trt.builders.plan import (
     host_plan,
     stage_root,
 )
+from swallow_trt.builders.pytorch_runtime import check_engine_export
 from swallow_trt.builders.stage import StageDir, stage_key
 from swallow_trt.checks import at_least, output_dir
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
@@ -227,6 +228,7 @@ def run_quantize(req: QuantizeRequest, reporter: Reporter | None = None) -> Quan
     name = model.display_name
     profile = get_target(req.target) if req.target else None
     qformat, kv, dtype = resolve_formats(req, model.arch, name, profile)
+    check_engine_export(model.arch, qformat, name)
     cal = req.calibration
     calib = calibration_texts(cal.calib)
     out = (

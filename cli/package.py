@@ -34,6 +34,12 @@ Examples:
   swallow-trt package --engine engines/Llama-3.1-Swallow-70B-Instruct-v0.3/fp8-tp4/engine --target h100x4 --out repo
 
   swallow-trt package --model ./Tiny-Swallow --out repo --json
+
+--runtime pytorch --build DIR: Triton's llmapi model (TensorRT-LLM's own Python model, copied from
+--llmapi-model, default the image's tree) with a 1/model.yaml holding the LLM() arguments of that
+`build --runtime pytorch` output plus triton_config:
+
+  swallow-trt package --runtime pytorch --build swallow-trt-out/Qwen3-Swallow-30B-A3B-RL-v0.2-fp8-kvfp8-tp1pp1 --out repo
 """
 
 
@@ -72,10 +78,38 @@ def package(
     chat_instances: Annotated[
         int, typer.Option("--chat-instances", help="Chat streams served at once (one process each).")
     ] = 4,
+    runtime: Annotated[
+        str | None, typer.Option("--runtime", help="pytorch: Triton's llmapi model from --build.")
+    ] = None,
+    build_dir: Annotated[
+        Path | None, typer.Option("--build", help="pytorch: the `build --runtime pytorch` output directory.")
+    ] = None,
+    llmapi_model: Annotated[
+        Path | None, typer.Option("--llmapi-model", help="pytorch: TensorRT-LLM's llmapi/tensorrt_llm dir.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
     from swallow_trt.triton_repo.package import PackageRequest, package
+
+    if runtime is not None and runtime.strip().lower() != "engine":
+        from swallow_trt.triton_repo.llmapi import find_upstream, write_llmapi_repo
+
+        if runtime.strip().lower() != "pytorch" or build_dir is None:
+            raise UsageError(
+                f"--runtime {runtime!r} needs --build DIR" if runtime.strip().lower() == "pytorch"
+                else f"unknown --runtime {runtime!r}",
+                "use --runtime pytorch --build DIR (a `build --runtime pytorch` output), or --runtime engine",
+            )  # fmt: skip
+        repo = write_llmapi_repo(build_dir, out_dir, find_upstream(llmapi_model))
+        if as_json:
+            emit_json({"repo": str(repo), "backend": "llmapi", "models": ["tensorrt_llm"]})
+            return
+        out(f"wrote {repo}: tensorrt_llm (Triton's llmapi model, 1/model.yaml from {build_dir})")
+        out(
+            "next: swallow-trt serve --runtime pytorch --triton with the --model/--target/format of the build"
+        )
+        return
 
     wanted = {"tensorrtllm": engine, "reference": model}
     if backend is not None and (backend not in wanted or wanted[backend] is None):
