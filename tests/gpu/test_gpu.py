@@ -82,3 +82,93 @@ def test_real_engine_build(tmp_path: Path) -> None:
     manifest = json.loads((engine / "manifest.json").read_text())
     assert manifest["gpu"]["sm"] == sm
     assert manifest["environment"]["tensorrt_llm"].startswith("1.")
+
+
+# --- issue 13: Qwen3 on the engine path, the PyTorch runtime ------------------------------------
+
+needs_trtllm = pytest.mark.skipif(
+    shutil.which("trtllm-build") is None or shutil.which("trtllm-serve") is None,
+    reason="TensorRT-LLM (trtllm-build, trtllm-serve) is not installed",
+)
+
+
+def test_qwen3_fp8_hf_export_on_cuda(tmp_path: Path) -> None:
+    """build --runtime pytorch calibrates on CUDA; each exported FP8 weight times its scale is the HF
+    weight to within FP8's resolution."""
+    from safetensors.torch import load_file
+
+    from swallow_trt.quantize.tiny import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "qwen3", "qwen3")
+    res = cli("build", "--runtime", "pytorch", "--model", str(ckpt), "--target", "hopper", "--fp8",
+              "--out", str(tmp_path / "out"), "--json", *FAST)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    export = Path(json.loads(res.stdout)["checkpoint"]["path"])
+    assert json.loads((export / "manifest.json").read_text())["device"] == "cuda"
+    q = load_file(export / "model.safetensors", device="cuda")
+    ref = load_file(ckpt / "model.safetensors", device="cuda")
+    name = "model.layers.0.mlp.down_proj"
+    w = q[f"{name}.weight"]
+    assert w.dtype == torch.float8_e4m3fn
+    deq = w.float() * q[f"{name}.weight_scale"].float()
+    orig = ref[f"{name}.weight"].float()
+    assert float((deq - orig).abs().max()) <= float(orig.abs().max()) / 8  # e4m3: 3 mantissa bits
+
+
+@needs_trtllm
+def test_tiny_qwen3_engine_logits_match_hf(tmp_path: Path) -> None:
+    """A tiny random Qwen3 (QK-norm, head_dim 128 apart from hidden/heads) built into a BF16 engine
+    gives HF's next-token logits on a Japanese prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swallow_trt.quantize.tiny import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "qwen3", "qwen3")
+    out = tmp_path / "out"
+    res = cli("build", "--runtime", "engine", "--model", str(ckpt), "--target", "hopper", "--qformat",
+              "full_prec", "--max-batch-size", "1", "--max-seq-len", "256", "--max-input-len", "128",
+              "--out", str(out), "--json", *FAST)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    engine_dir = json.loads(res.stdout)["engine"]["path"]
+    from tensorrt_llm.runtime import ModelRunner
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    ids = tok("東京工業大学の", return_tensors="pt").input_ids
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.bfloat16).cuda().eval()
+    with torch.inference_mode():
+        want = hf(ids.cuda()).logits[0, -1].float()
+    runner = ModelRunner.from_dir(engine_dir)
+    got = runner.generate([ids[0].int()], max_new_tokens=1, end_id=-1, pad_id=0, output_logits=True,
+                          return_dict=True)  # fmt: skip
+    logits = got["generation_logits"][0][0][0].float().to(want.device)
+    assert int(logits.argmax()) == int(want.argmax())
+    assert torch.allclose(torch.softmax(logits, -1), torch.softmax(want, -1), atol=2e-2)
+
+
+@needs_trtllm
+def test_tiny_gpt_oss_through_the_llm_api(tmp_path: Path) -> None:
+    """A tiny random GPT-OSS (sliding/full attention, sinks, MoE) loads in the LLM API with the options
+    build --runtime pytorch writes, and its greedy first token is HF's."""
+    import yaml
+    from tensorrt_llm import LLM, SamplingParams
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swallow_trt.quantize.tiny import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "gpt_oss", "gpt_oss")
+    res = cli("build", "--runtime", "pytorch", "--model", str(ckpt), "--target", "hopper", "--qformat",
+              "full_prec", "--max-batch-size", "4", "--max-seq-len", "256", "--out", str(tmp_path / "out"),
+              "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    options = yaml.safe_load(Path(json.loads(res.stdout)["options_file"]).read_text())
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    ids = tok("日本語で", add_special_tokens=False).input_ids
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.bfloat16).cuda().eval()
+    with torch.inference_mode():
+        want = int(hf(torch.tensor([ids], device="cuda")).logits[0, -1].argmax())
+    llm = LLM(model=str(ckpt), **options)
+    try:
+        out = llm.generate([ids], SamplingParams(max_tokens=1, temperature=0.0))
+    finally:
+        llm.shutdown()
+    assert out[0].outputs[0].token_ids[0] == want
