@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# swallow-trt inside NVIDIA's Triton image with TensorRT-LLM, for building and serving engines.
+# swallow-trt inside NVIDIA's Triton image with TensorRT-LLM, for building and serving engines, and for
+# the PyTorch (LLM-API) runtime: the same tensorrt_llm wheel ships trtllm-serve, and Triton's llmapi
+# Python model (triton_backend/all_models/llmapi/tensorrt_llm of TensorRT-LLM at the image's version)
+# is put at /opt/tensorrt_llm/llmapi/tensorrt_llm for `swallow-trt package --runtime pytorch`.
 #
 # Engines need TensorRT-LLM's engine-era tool chain (trtllm-build, the TensorRT engine backend, Triton's
 # C++ tensorrtllm backend). It was removed from TensorRT-LLM main in mid-2026: the 1.1.x-1.2.x release
@@ -32,7 +35,17 @@ COPY profiles ./profiles
 RUN python3 -m pip install --no-cache-dir --no-deps . \
  && python3 -m pip install --no-cache-dir "typer==0.28.0" "rich==15.0.0" "pyyaml==6.0.3" \
  && python3 -c "import importlib.metadata as m; print('TensorRT-LLM', m.version('tensorrt_llm'))" \
+ && command -v trtllm-build \
+ && command -v trtllm-serve \
  && swallow-trt --version
+
+# Triton's llmapi model, from the TensorRT-LLM tag matching the installed wheel (its model.py must match
+# the tensorrt_llm it runs with), fetched at build time.
+RUN python3 -c "import importlib.metadata as m, pathlib, urllib.request as u; \
+v = m.version('tensorrt_llm'); d = pathlib.Path('/opt/tensorrt_llm/llmapi/tensorrt_llm'); \
+base = f'https://raw.githubusercontent.com/NVIDIA/TensorRT-LLM/v{v}/triton_backend/all_models/llmapi/tensorrt_llm/'; \
+[((d / f).parent.mkdir(parents=True, exist_ok=True), (d / f).write_bytes(u.urlopen(base + f).read())) \
+ for f in ('config.pbtxt', '1/model.py', '1/helpers.py')]"
 
 WORKDIR /work
 ENTRYPOINT ["swallow-trt"]

@@ -23,9 +23,10 @@ from swallow_trt.builders.pytorch_runtime import llm_args_problems, load_contrac
 from swallow_trt.errors import EnvironmentProblem, SwallowTrtError, UsageError
 
 MODEL = "tensorrt_llm"
-# Where the TensorRT-LLM release image keeps its source tree (unverified here: no image can be
-# pulled on these machines); --llmapi-model overrides.
+# The Dockerfile puts it at the first; the others are where TensorRT-LLM images may keep their source
+# tree (unverified here: no image can be pulled on these machines); --llmapi-model overrides.
 UPSTREAM_CANDIDATES = (
+    Path("/opt/tensorrt_llm/llmapi/tensorrt_llm"),
     Path("/app/tensorrt_llm/triton_backend/all_models/llmapi/tensorrt_llm"),
     Path("/opt/tritonserver/tensorrt_llm/triton_backend/all_models/llmapi/tensorrt_llm"),
 )
