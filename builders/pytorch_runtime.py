@@ -493,7 +493,7 @@ def serve_request(req: PlanRequest, triton: bool, repo: Path | None, port: int |
     }
 
 
-def run_serve(served: dict[str, Any], triton: bool) -> int:
+def run_serve(served: dict[str, Any], triton: bool, announce: Any = None) -> int:
     """Refuse what is missing (exit 2: not built yet; exit 3: no TensorRT-LLM here), then run."""
     from swallow_trt.errors import EnvironmentProblem
 
@@ -505,6 +505,8 @@ def run_serve(served: dict[str, Any], triton: bool) -> int:
             "run `" + " ".join(served["commands"][step]) + "` first",
         )
     if not triton:
+        if shutil.which(served["run"][0]) is not None and announce is not None:
+            announce(served["run"])
         return serve_trtllm(served["run"])
     from swallow_trt.triton_repo.llmapi import llmapi_ready
 
@@ -514,4 +516,6 @@ def run_serve(served: dict[str, Any], triton: bool) -> int:
             "tritonserver is not on PATH: the llmapi model runs on the Triton TensorRT-LLM image's server",
             "run serve inside the image (see the Dockerfile), or serve without --triton (trtllm-serve)",
         )
+    if announce is not None:
+        announce(served["run"])
     return serve_trtllm(served["run"])

@@ -322,5 +322,4 @@ def serve_pytorch(runtime: str, model: str | None, target: str | None, qformat: 
         for line in yaml.safe_dump(served["options"], sort_keys=False).splitlines():
             out(f"  {line}")
         return
-    out(f"running: {command_line(served['run'])}")
-    run_serve(served, triton)
+    run_serve(served, triton, announce=lambda argv: out(f"running: {command_line(argv)}"))
