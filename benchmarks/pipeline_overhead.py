@@ -55,13 +55,15 @@ def _repo(root: Path) -> Path:
     return schedule_repo(root, SCHEDULE)
 
 
-def _point(url: str, model: str, level: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _point(
+    url: str, model: str, level: int, args: argparse.Namespace, out: Path, repo: Path
+) -> dict[str, Any]:
     from swallow_trt.triton_repo.profiler import ProfileSpec, run_profile
 
     spec = ProfileSpec(
         url=url, model=model, mode="closed", levels=(float(level),), input_tokens=args.input_tokens,
         output_tokens=args.output_tokens, dataset="ja", num_requests=args.num_requests, warmup=args.warmup,
-        out=out, plots=False, workers=args.workers, request_timeout_s=args.request_timeout,
+        out=out, plots=False, workers=args.workers, request_timeout_s=args.request_timeout, repo=repo,
     )  # fmt: skip
     t = time.monotonic()
     (p,) = run_profile(spec).points
@@ -165,7 +167,9 @@ def main() -> int:
                     while todo:
                         level, model = todo.pop(0)
                         try:
-                            r = _point(server.grpc_url, model, level, args, root / f"{model}-{level}-{n}")
+                            r = _point(
+                                server.grpc_url, model, level, args, root / f"{model}-{level}-{n}", repo
+                            )
                         except (StageFailed, EnvironmentProblem) as exc:
                             failures.append({"round": n + 1, "target": model, "concurrency": level,
                                              "error": str(exc), "server_log": logs[-1].name})  # fmt: skip

@@ -80,6 +80,10 @@ def profile(
         Path | None,
         typer.Option("--tokenizer", help="Tokenizer dir (default: the served chat model's tokenizer_dir)."),
     ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", help="The served repository, where its chat model's tokenizer_dir is found."),
+    ] = None,
     slo_ttft_ms: Annotated[
         float | None, typer.Option("--slo-ttft-ms", help="Goodput SLO on TTFT, ms.")
     ] = None,
@@ -134,7 +138,7 @@ def profile(
     spec = ProfileSpec(
         url=url, model=model, mode=mode, levels=levels, input_tokens=input_tokens, output_tokens=output_tokens,
         dataset=dataset, num_requests=num_requests, duration_s=duration, warmup=warmup, seed=seed,
-        out=out_dir or Path(f"profile-{model}-{datetime.now():%Y%m%d-%H%M%S}"), tokenizer=tokenizer,
+        out=out_dir or Path(f"profile-{model}-{datetime.now():%Y%m%d-%H%M%S}"), tokenizer=tokenizer, repo=repo,
         slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, workers=workers, ramp_up_s=ramp_up, request_timeout_s=request_timeout,
         plan=plan, plots=not no_plots,
     )  # fmt: skip

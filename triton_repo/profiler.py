@@ -100,6 +100,7 @@ class ProfileSpec:
     seed: int = 0
     out: Path = Path("profile-out")
     tokenizer: Path | None = None
+    repo: Path | None = None  # the served repository: resolves its relative tokenizer_dir
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     workers: int | None = None
@@ -250,13 +251,17 @@ def make_prompts(spec: ProfileSpec, served: Served, n_prompts: int) -> tuple[Pro
     texts = load_texts(spec.dataset)
     directory = spec.tokenizer
     if directory is None:
-        if served.tokenizer_dir is None or not served.tokenizer_dir.is_dir():
-            where = f" ({served.tokenizer_dir} is not on this machine)" if served.tokenizer_dir else ""
+        found = served.tokenizer_dir
+        # A repository's paths are relative to its root (it may have been moved): resolve against --repo.
+        if found is not None and not found.is_absolute() and spec.repo is not None:
+            found = spec.repo / found
+        if found is None or not found.is_dir():
+            where = f" ({found} is not on this machine)" if found else ""
             raise UsageError(
                 f"no tokenizer for exact-length prompts{where}",
-                "pass --tokenizer DIR (the served model's checkpoint or tokenizer directory)",
+                "pass --repo REPO (the served repository) or --tokenizer DIR (the model's tokenizer directory)",
             )
-        directory = served.tokenizer_dir
+        directory = found
     tokenizer = load_tokenizer(directory)
     mode = {"tensorrt_llm": "ids", "ensemble": "raw", "chat": "chat"}[served.target.kind]
     prompts = build_prompts(

@@ -389,3 +389,24 @@ def test_help_has_examples_and_stays_light() -> None:
         "swallow-trt profile --url 127.0.0.1:8001 --model tensorrt_llm --concurrency 1,4,16,64" in proc.stdout
     )
     assert proc.stdout.strip().splitlines()[-1] == "LOADED="
+
+
+def test_relative_tokenizer_dir_resolves_against_repo(tmp_path: Path) -> None:
+    """A repository's tokenizer_dir is relative to its root (repositories move between machines): the
+    profiler finds it with --repo, and without it says to pass --repo or --tokenizer."""
+    from swallow_trt.triton_repo.profiler import ProfileSpec, Served, make_prompts
+    from tests.fixtures.tiny import make_tokenizer
+
+    make_tokenizer("llama31").save_pretrained(tmp_path / "repo" / "chat" / "tokenizer")
+    served = Served(
+        target=Target(name="chat", kind="chat", batched=False, inputs=frozenset({"text_input"})),
+        tokenizer_dir=Path("chat/tokenizer"),
+        chat_format="llama3",
+        system_prompt=None,
+    )
+    base = {"url": "127.0.0.1:1", "model": "chat", "mode": "closed", "levels": (1.0,), "input_tokens": 64}
+    with pytest.raises(UsageError, match="chat/tokenizer is not on this machine") as refused:
+        make_prompts(ProfileSpec(**base), served, 2)  # type: ignore[arg-type]
+    assert "--repo REPO" in refused.value.hint
+    _prompts, directory = make_prompts(ProfileSpec(**base, repo=tmp_path / "repo"), served, 2)  # type: ignore[arg-type]
+    assert Path(directory) == tmp_path / "repo" / "chat" / "tokenizer"
