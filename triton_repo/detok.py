@@ -70,6 +70,8 @@ REPLACEMENT: Final = "\ufffd"
 MAX_PENDING: Final = 16
 # WindowDetokenizer: clean points between two moves of the context (window of about 4-10 ids).
 SHIFT_EVERY: Final = 4
+# Ids decoded both ways, once per tokenizer, to check that its Rust backend decodes as it does.
+_CHECKED_IDS: Final = 8192
 # Prompt ids examined, from the end, for the start of the context; past that the whole prompt is used.
 _PROMPT_WALK: Final = 64
 
@@ -140,11 +142,12 @@ def _skipped_ids(tok: Any) -> frozenset[int]:
     return frozenset(i for i in candidates if tok.decode([i], skip_special_tokens=True) == "")
 
 
-def _streams(tok: Any) -> bool:
+def _streams(tok: Any, skipped: frozenset[int]) -> bool:
     """The tokenizer's Rust backend decodes as ``tokenizer.decode`` does (spaces clean-up aside).
 
-    Checked on the whole vocabulary (one decode each way, once per tokenizer: milliseconds at 128k ids)
-    rather than assumed: a subclass may override ``decode`` (a slow tokenizer has no backend at all)."""
+    Checked, once per tokenizer, on up to :data:`_CHECKED_IDS` ids spread over the vocabulary and the
+    special ids, rather than assumed: a subclass may override ``decode`` (a slow tokenizer has no backend
+    at all). The whole of a 200k vocabulary would take a second."""
     backend = getattr(tok, "_tokenizer", None)
     if backend is None:
         return False
@@ -157,7 +160,7 @@ def _streams(tok: Any) -> bool:
         return False
     try:
         n = backend.get_vocab_size(with_added_tokens=True)
-        sample = list(range(n))
+        sample = [*range(0, n, -(-n // _CHECKED_IDS)), *sorted(skipped)]
         return all(
             tok.decode(sample, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
             == backend.decode(sample, skip_special_tokens=skip)
@@ -199,7 +202,7 @@ def _profile(tok: Any) -> _Profile:
     if cached is not None:
         return cached
     skipped = _skipped_ids(tok)
-    profile = _Profile(_byte_run_ids(tok), skipped, _streams(tok))
+    profile = _Profile(_byte_run_ids(tok), skipped, _streams(tok, skipped))
     with contextlib.suppress(TypeError):
         _PROFILES[tok] = profile
     return profile
@@ -342,17 +345,22 @@ class IncrementalDetokenizer(_Detokenizer):
         that became final ("" if none)."""
         if self._window is not None:
             return self._window.push(ids)
+        # The common shapes first, without the ABC check (this is the per-token path).
+        new: list[int]
         if isinstance(ids, int):
             new = [] if ids in self._skipped else [ids]
-        elif isinstance(ids, Iterable) and getattr(ids, "ndim", 1) != 0:
+        elif isinstance(ids, list | tuple) or (isinstance(ids, Iterable) and getattr(ids, "ndim", 1) != 0):
             new = self._keep(ids)
         else:  # a numpy integer or 0-d array
             new = self._keep((ids,))
-        if self._bytes and new:
-            new = self._close_runs(new)
         if not new:
             return ""
-        self._pending += new
+        if self._bytes and (self._run or new[-1] in self._bytes):
+            new = self._close_runs(new)
+            if not new:
+                return ""
+        pending = self._pending
+        pending += new
         try:
             text = self._stream.step(self._backend, new[0] if len(new) == 1 else new)
         except Exception as exc:
@@ -361,14 +369,15 @@ class IncrementalDetokenizer(_Detokenizer):
             text = self._recover()
         else:
             if text is None:
-                if len(self._pending) <= MAX_PENDING:
+                if len(pending) <= MAX_PENDING:
                     return ""
                 text = self._resync()
-            else:
-                self._emitted(text)
-                if self._drop:
-                    text, self._drop = text[self._drop :], max(0, self._drop - len(text))
-        return self._finish(text, final=False) if self._held is not None else text
+            elif self._anchored:  # the stream's new context: the ids since its previous output
+                self._ctx, self._pending = pending, []
+            else:  # it had no prefix: its context is the whole seed too, whose text was partly emitted
+                self._ctx, self._pending, self._anchored = self._ctx + pending, [], True
+                text, self._drop = text[self._drop :], max(0, self._drop - len(text))
+        return text if self._held is None else self._finish(text, final=False)
 
     def flush(self) -> str:
         """End of the stream: the rest of the text, exactly as the full decode ends (U+FFFD included)."""
@@ -398,15 +407,6 @@ class IncrementalDetokenizer(_Detokenizer):
         self._anchored = bool(text) and not text.endswith(REPLACEMENT)
         self._drop = 0 if self._anchored else emitted
         self._ctx, self._pending = ctx, []
-
-    def _emitted(self, text: str) -> None:
-        """The stream gave ``text``: its new context is the ids since its previous output."""
-        if self._anchored:
-            self._ctx = self._pending
-        else:  # it had no prefix: its context is the whole seed too
-            self._ctx = self._ctx + self._pending
-            self._anchored = True
-        self._pending = []
 
     def _done(self) -> int:
         """Characters of the decode of ``_ctx + _pending`` already emitted."""
