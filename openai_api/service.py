@@ -152,10 +152,15 @@ class TextService:
         from swallow_trt.triton_repo.sampling import request_options
 
         top_k = request.top_k if request.top_k not in (None, -1) else None
+        top_p = request.top_p
+        # OpenAI samples unless temperature is 0 (default 1); TensorRT-LLM decodes greedily when neither
+        # top_k nor top_p is set, so an OpenAI request that sets neither gets top_p 1 (no cut-off).
+        if request.temperature != 0 and not top_k and top_p is None:
+            top_p = 1.0
         given: dict[str, Any] = {
             "temperature": request.temperature,
             "runtime_top_k": top_k,
-            "runtime_top_p": request.top_p,
+            "runtime_top_p": top_p,
             "seed": request.seed,
             "presence_penalty": request.presence_penalty,
             "frequency_penalty": request.frequency_penalty,
