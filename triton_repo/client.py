@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
 
@@ -81,7 +81,32 @@ def read_text_line(stream: Any, what: str, encoding: str | None = None) -> str |
         raise _undecodable(what, name, exc) from None
 
 
-def stream_chat(
+REASONING: Final = "reasoning"
+ANSWER: Final = "answer"
+
+
+def stream_chat(url: str, text: str, **options: Any) -> Iterator[str]:
+    """Yield the answer's text pieces as the server streams them (a reasoning model's reasoning is left
+    out: :func:`stream_chat_parts` has it); raise StageFailed on an error response. Options as
+    :func:`stream_chat_parts`."""
+    for kind, piece in stream_chat_parts(url, text, **options):
+        if kind == ANSWER:
+            yield piece
+
+
+def served_chat_format(client: Any, model: str) -> str | None:
+    """The chat format a served ``chat`` model renders (its config's ``chat_format``), None if unknown."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        config = client.get_model_config(model).config
+    except InferenceServerException:
+        return None
+    param = config.parameters.get("chat_format")
+    return param.string_value if param is not None else None
+
+
+def stream_chat_parts(
     url: str,
     text: str,
     *,
@@ -90,10 +115,15 @@ def stream_chat(
     system_prompt: str | None = None,
     stop: list[str] | None = None,
     history: list[tuple[str, str]] | None = None,
+    thinking: bool | None = None,
+    reasoning_effort: str | None = None,
     timeout_s: float = 300.0,
-) -> Iterator[str]:
-    """Yield text pieces as the server streams them; raise StageFailed on an error response.
-    ``history``: earlier turns, oldest first, as (role, content) with role "user" or "assistant"."""
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(REASONING | ANSWER, text)`` pieces as the server streams them; raise StageFailed on an
+    error response. ``history``: earlier turns, oldest first, as (role, content) with role "user" or
+    "assistant" (an answer without its reasoning, as the chat formats render earlier turns).
+    ``thinking`` (Qwen3: on/off) and ``reasoning_effort`` (gpt-oss: low|medium|high) are checked against
+    the served model's chat format first: UsageError if it cannot honour them."""
     import json
 
     import numpy as np
@@ -110,6 +140,13 @@ def stream_chat(
             f"cannot reach Triton at {url}: {exc}", "start it with `swallow-trt serve --repo REPO`"
         ) from None
 
+    if thinking is not None or reasoning_effort is not None:
+        from swallow_trt.triton_repo.chat import check_reasoning
+
+        chat_format = served_chat_format(client, model)
+        if chat_format is not None:
+            check_reasoning(chat_format, thinking, reasoning_effort)
+
     def tensor(name: str, values: list[Any], dtype: str, np_dtype: Any) -> Any:
         t = grpcclient.InferInput(name, [len(values)], dtype)
         t.set_data_from_numpy(np.array(values, dtype=np_dtype))
@@ -125,6 +162,10 @@ def stream_chat(
         inputs.append(tensor("history", [json.dumps(turns, ensure_ascii=False).encode()], "BYTES", object))
     if stop:
         inputs.append(tensor("stop", [s.encode("utf-8") for s in stop], "BYTES", object))
+    if thinking is not None:
+        inputs.append(tensor("enable_thinking", [thinking], "BOOL", bool))
+    if reasoning_effort is not None:
+        inputs.append(tensor("reasoning_effort", [reasoning_effort.encode()], "BYTES", object))
     callback: Callable[[Any, Any], None] = lambda result, error: results.put((result, error))  # noqa: E731
     client.start_stream(callback=callback)
     finished = False
@@ -139,10 +180,11 @@ def stream_chat(
                 ) from None
             if error is not None:
                 raise StageFailed(f"{model} answered with an error: {error}", "check the request")
-            out = result.as_numpy("text_output")
-            piece = out.reshape(-1)[0].decode("utf-8") if out is not None else ""
-            if piece:
-                yield piece
+            for name, kind in (("reasoning_output", REASONING), ("text_output", ANSWER)):
+                out = result.as_numpy(name)
+                piece = out.reshape(-1)[0].decode("utf-8") if out is not None else ""
+                if piece:
+                    yield kind, piece
             if result.get_response().parameters["triton_final_response"].bool_param:
                 finished = True
                 return

@@ -208,10 +208,14 @@ CHAT_INPUTS: list[TensorSpec] = [
     ("history", "TYPE_STRING", [1], True),
     ("stop", "TYPE_STRING", [-1], True),
     *sampling_inputs(),
+    # Reasoning families only (chat.check_reasoning): qwen3 thinking on/off, harmony low|medium|high.
+    ("enable_thinking", "TYPE_BOOL", [1], True),
+    ("reasoning_effort", "TYPE_STRING", [1], True),
 ]
 CHAT_OUTPUTS: list[TensorSpec] = [
     ("text_output", "TYPE_STRING", [1], False),
     ("num_output_tokens", "TYPE_INT32", [1], False),
+    ("reasoning_output", "TYPE_STRING", [1], False),  # the reasoning, apart from the answer
 ]
 ENSEMBLE_INPUTS: list[TensorSpec] = [
     ("text_input", "TYPE_STRING", [1], False),

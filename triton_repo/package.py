@@ -71,6 +71,7 @@ def _engine_source(engine_dir: Path) -> tuple[Path | None, str | None]:
 def package(req: PackageRequest) -> PackageResult:
     from swallow_trt.profiles import get_target
     from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT, resolve_model
+    from swallow_trt.triton_repo.chat import DEFAULT_SYSTEM_FORMATS
 
     if (req.model is None) == (req.engine is None):
         raise UsageError(
@@ -104,7 +105,9 @@ def package(req: PackageRequest) -> PackageResult:
     assert source is not None
     chat_format = reg.entry.chat_format if reg else "none"
     stop_words = tuple(reg.entry.stop_words) if reg else ()
-    system = (reg.entry.system_prompt or DEFAULT_SYSTEM_PROMPT) if reg and chat_format != "none" else None
+    # The reasoning families prescribe no system prompt; the Llama-era ones were trained with the default.
+    default = DEFAULT_SYSTEM_PROMPT if chat_format in DEFAULT_SYSTEM_FORMATS else None
+    system = (reg.entry.system_prompt or default) if reg and chat_format != "none" else None
     max_batch = req.max_batch_size or (engine.max_batch_size if engine else 8)
     spec = RepoSpec(
         checkpoint=source if engine is not None else (hf_dir or source),

@@ -112,14 +112,28 @@ class Prompter:
             raise RequestError(f"max_tokens must be at least 1, got {n}")
         return n
 
-    def encode_chat(self, text: str, history: Sequence[Message] = (), system: str | None = None) -> list[int]:
+    def encode_chat(
+        self,
+        text: str,
+        history: Sequence[Message] = (),
+        system: str | None = None,
+        *,
+        thinking: bool | None = None,
+        reasoning_effort: str | None = None,
+    ) -> list[int]:
         if not text.strip():
             raise RequestError("empty prompt")
         system = self.system_prompt if system is None else system
         messages = ([Message("system", system)] if system else []) + [*history, Message("user", text)]
         try:
-            prompt = render(self.chat_format, messages, default_system=None)
-        except UsageError as exc:  # a malformed history
+            prompt = render(
+                self.chat_format,
+                messages,
+                default_system=None,
+                thinking=thinking,
+                reasoning_effort=reasoning_effort,
+            )
+        except UsageError as exc:  # a malformed history, reasoning options the format cannot honour
             raise RequestError(exc.message) from None
         return self._checked(self.tokenizer.encode(prompt, add_special_tokens=adds_bos(self.chat_format)))
 

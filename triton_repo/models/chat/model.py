@@ -7,6 +7,12 @@ for characters split across tokens). Generation ends at the model's end token an
 are not in the output. Every response carries ``num_output_tokens`` (the tokens generated so far) when
 the client asked for it, and ``text_output`` when it has text.
 
+Reasoning families (Qwen3's ``<think>`` blocks, gpt-oss's analysis channel; triton_repo/reasoning.py):
+the reasoning streams in ``reasoning_output`` and ``text_output`` holds the answer alone. The optional
+inputs ``enable_thinking`` (qwen3) and ``reasoning_effort`` (harmony) reach the chat format; asking a
+format that does not reason for either is an error response. Stop strings end the answer; the reasoning
+is not searched for them (a stop string the model thinks about must not end its answer unwritten).
+
 Many streams per instance: ``execute`` is a coroutine (Triton 2.51's Python backend runs the coroutines
 of a decoupled model on one event-loop thread of the stub, concurrently), the LLM is called with
 ``await async_exec(decoupled=True)``, and each blocking ``next()`` of its response iterator runs in a
@@ -118,16 +124,20 @@ class TritonPythonModel:
             names = set(request.requested_output_names())
         except Exception:
             names = set()
-        return names or {"text_output", "num_output_tokens"}
+        return names or {"text_output", "num_output_tokens", "reasoning_output"}
 
     @staticmethod
-    def _tensors(wanted, text, count):
+    def _tensors(wanted, text, count, reasoning=""):
         tensors = []
         if "num_output_tokens" in wanted:
             tensors.append(pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.int32)))
+        # Never an empty BYTES element: one crashed this release's stub (see the module docstring).
         if text and "text_output" in wanted:
-            # Never an empty BYTES element: one crashed this release's stub (see the module docstring).
             tensors.append(pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=object)))
+        if reasoning and "reasoning_output" in wanted:
+            tensors.append(
+                pb_utils.Tensor("reasoning_output", np.array([reasoning.encode("utf-8")], dtype=object))
+            )
         return tensors
 
     def _inputs(self, request):
@@ -150,8 +160,12 @@ class TritonPythonModel:
         stops = texts_of(stops, "stop") if stops is not None else []
         ignore_eos = _opt(request, "ignore_eos")
         ignore_eos = bool(np.asarray(ignore_eos).reshape(-1)[0]) if ignore_eos is not None else False
+        thinking = _opt(request, "enable_thinking")
+        thinking = bool(np.asarray(thinking).reshape(-1)[0]) if thinking is not None else None
+        effort = _opt(request, "reasoning_effort")
+        effort = text_of(effort, "reasoning_effort") if effort is not None else None
         options = request_options(lambda name: _opt(request, name))
-        ids = self.prompter.encode_chat(text, history, system)
+        ids = self.prompter.encode_chat(text, history, system, thinking=thinking, reasoning_effort=effort)
         end_id = -1 if ignore_eos or self.prompter.end_id is None else self.prompter.end_id
         # The family's stop words are its end-of-turn tokens: ignore_eos ignores them too.
         family = [] if ignore_eos else list(self.prompter.stop_words)
@@ -165,14 +179,14 @@ class TritonPythonModel:
             pb_utils.Tensor("min_tokens", np.array([[min_tokens]], dtype=np.int32)),
             *(pb_utils.Tensor(name, value) for name, value in options),
         ]
-        return tensors, [*family, *stops]
+        return tensors, [*family, *stops], ids
 
     async def _chat(self, request, sender):
-        from swallow_trt.triton_repo.detok import IncrementalDetokenizer
         from swallow_trt.triton_repo.pipeline import StopFilter
+        from swallow_trt.triton_repo.reasoning import ReasoningSplitter
 
         wanted = self._wanted(request)
-        tensors, stops = self._inputs(request)
+        tensors, stops, prompt_ids = self._inputs(request)
         rid = f"{self.prefix}-{next(self.ids)}"
         llm = pb_utils.InferenceRequest(
             model_name=self.llm,
@@ -180,7 +194,7 @@ class TritonPythonModel:
             requested_output_names=["output_ids", "sequence_length"],
             request_id=rid,
         )
-        detok = IncrementalDetokenizer(self.prompter.tokenizer, prompt_ids=None)
+        split = ReasoningSplitter.for_prompt(self.prompter.tokenizer, self.prompter.chat_format, prompt_ids)
         filt = StopFilter(stops)
         count, ended, checked = 0, False, time.monotonic()
         iterator = await llm.async_exec(decoupled=True)
@@ -199,9 +213,10 @@ class TritonPythonModel:
                     continue  # drain the stream to its final response
                 tokens = out.as_numpy().reshape(-1).tolist()
                 count += len(tokens)
-                text = filt.feed(detok.push(tokens))
-                if text:
-                    self._send(sender, self._tensors(wanted, text, count))
+                delta = split.push(tokens)
+                text = filt.feed(delta.content)
+                if text or delta.reasoning:
+                    self._send(sender, self._tensors(wanted, text, count, delta.reasoning))
                 cancelled = False
                 if time.monotonic() - checked > CANCEL_CHECK_S:
                     checked = time.monotonic()
@@ -215,9 +230,9 @@ class TritonPythonModel:
         finally:
             self._retire(iterator, llm, response, tensors)
         if sender is not None:
-            self._send(
-                sender, self._tensors(wanted, filt.feed(detok.flush()) + filt.close(), count), final=True
-            )
+            rest = split.flush()
+            text = filt.feed(rest.content) + filt.close()
+            self._send(sender, self._tensors(wanted, text, count, rest.reasoning), final=True)
 
     async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
