@@ -3,7 +3,7 @@
 A real Triton server runs the test-only schedule model (tests/triton_models/schedule) with zero delays: it
 streams every token of a request as fast as the Python backend can send, one token per response, and
 stamps each response with its send time (CLOCK_MONOTONIC, shared by every process on the host). The
-profiler (``swallow_trt.triton_repo.profiler``, closed loop, its own client processes) times each
+profiler (``swallow_trt.profiler.run``, closed loop, its own client processes) times each
 response in its callback, so ``callback - model send`` is the response path plus any time the response
 waited for the client. Its median at concurrency 1 is the baseline; the **measurement error** at a load is
 the p90 of that lag minus the baseline. Two sweeps over the concurrency:
@@ -45,8 +45,8 @@ def _repo(root: Path) -> Path:
 
 def _sweep(url: str, tokenizer: Path, out: Path, levels: tuple[float, ...], tokens: int, duration: float,
            workers: int | None) -> list[dict[str, Any]]:  # fmt: skip
-    from swallow_trt.triton_repo.perf_report import stats
-    from swallow_trt.triton_repo.profiler import ProfileSpec, run_profile
+    from swallow_trt.profiler.perf_report import stats
+    from swallow_trt.profiler.run import ProfileSpec, run_profile
 
     spec = ProfileSpec(
         url=url, model="tensorrt_llm", mode="closed", levels=levels, input_tokens=32, output_tokens=tokens,

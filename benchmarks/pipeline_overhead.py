@@ -11,7 +11,7 @@ model costs nothing, so whatever a target adds to the direct call is the pipelin
   (``postprocessing``), scheduled by Triton's ensemble;
 - ``chat``: one decoupled BLS model: chat format, tokenize, the LLM, incremental detokenisation.
 
-The load is the profiler's (``swallow_trt.triton_repo.profiler``: closed loop, its own client processes,
+The load is the profiler's (``swallow_trt.profiler.run``: closed loop, its own client processes,
 exact-length prompts, output length forced with ``min_tokens`` and no end token). Load points are
 interleaved: at each concurrency the three targets run back to back, so the ratios come from the same
 minute of a noisy machine, and the whole interleaved sweep is repeated ``--rounds`` times (each figure is
@@ -58,7 +58,7 @@ def _repo(root: Path) -> Path:
 def _point(
     url: str, model: str, level: int, args: argparse.Namespace, out: Path, repo: Path
 ) -> dict[str, Any]:
-    from swallow_trt.triton_repo.profiler import ProfileSpec, run_profile
+    from swallow_trt.profiler.run import ProfileSpec, run_profile
 
     spec = ProfileSpec(
         url=url, model=model, mode="closed", levels=(float(level),), input_tokens=args.input_tokens,

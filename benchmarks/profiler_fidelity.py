@@ -41,8 +41,8 @@ def _budget(truth: float) -> float:
 def _point(
     url: str, tokenizer: Path, out: Path, records: Path, concurrency: int, requests: int
 ) -> dict[str, Any]:
-    from swallow_trt.triton_repo.perf_report import stats
-    from swallow_trt.triton_repo.profiler import ProfileSpec, run_profile
+    from swallow_trt.profiler.perf_report import stats
+    from swallow_trt.profiler.run import ProfileSpec, run_profile
     from tests.fixtures.schedule_model import schedule_records
 
     model = "chunked" if concurrency > 16 else "tensorrt_llm"

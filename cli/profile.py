@@ -12,7 +12,7 @@ from swallow_trt.cli.options import Fp8Opt, Int4AwqOpt, JsonOpt, QformatOpt, Tar
 from swallow_trt.cli.output import emit_json, guarded, out, table
 
 if TYPE_CHECKING:
-    from swallow_trt.triton_repo.perf_report import Point
+    from swallow_trt.profiler.perf_report import Point
 
 HELP = """Measure TTFT, TPOT, chunk gaps, end-to-end latency, output tokens/s, requests/s and goodput of a
 served model over gRPC streaming, at several load points.
@@ -120,7 +120,7 @@ def profile(
     from datetime import datetime
 
     from swallow_trt.errors import UsageError
-    from swallow_trt.triton_repo.profiler import ProfileSpec, choose_mode, run_profile, summary_json
+    from swallow_trt.profiler.run import ProfileSpec, choose_mode, run_profile, summary_json
 
     mode, levels = choose_mode(concurrency, request_rate)
     plan = None
@@ -151,7 +151,7 @@ def profile(
     if as_json:
         emit_json(summary_json(result))
         return
-    from swallow_trt.triton_repo.perf_report import overview_rows
+    from swallow_trt.profiler.perf_report import overview_rows
 
     headers, rows = overview_rows(result.points)
     out(table(f"{model}: {input_tokens} input / {output_tokens} output tokens (ms)", headers, rows,
@@ -161,7 +161,7 @@ def profile(
 
 
 def _show_point(p: Point) -> None:
-    from swallow_trt.triton_repo.perf_report import point_lines, point_rows
+    from swallow_trt.profiler.perf_report import point_lines, point_rows
 
     headers, rows = point_rows(p.summary)
     out(table(f"{p.label} ({p.mode} loop)", headers, rows, right=set(range(1, len(headers)))))

@@ -44,7 +44,7 @@ pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("transformers")
 
 from swallow_trt.errors import EnvironmentProblem
-from swallow_trt.triton_repo.profiler import ProfileSpec, run_profile
+from swallow_trt.profiler.run import ProfileSpec, run_profile
 from swallow_trt.triton_repo.server import TritonServer, find_tritonserver, leftover_processes
 from tests.fixtures.schedule_model import add_schedule_model, schedule_records
 from tests.fixtures.tiny import make_tokenizer

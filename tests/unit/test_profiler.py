@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from swallow_trt.errors import UsageError
-from swallow_trt.triton_repo.loadgen import Rec, Target, WorkerResult, request_tensors
-from swallow_trt.triton_repo.perf_report import Point, Request, Slo, percentile, stats, summarize
-from swallow_trt.triton_repo.profiler import (
+from swallow_trt.profiler.loadgen import Rec, Target, WorkerResult, request_tensors
+from swallow_trt.profiler.perf_report import Point, Request, Slo, percentile, stats, summarize
+from swallow_trt.profiler.run import (
     ProfileSpec,
     choose_mode,
     closed_jobs,
@@ -146,7 +146,7 @@ def test_ensemble_request_contract() -> None:
 
 def test_inputs_build_for_tritonclient() -> None:
     pytest.importorskip("tritonclient.grpc")
-    from swallow_trt.triton_repo.loadgen import _infer_inputs
+    from swallow_trt.profiler.loadgen import _infer_inputs
 
     target = Target(
         "chat", "chat", batched=False, inputs=frozenset({"text_input", "max_tokens", "ignore_eos"})
@@ -287,7 +287,7 @@ def tokenizers() -> dict[str, Any]:
 @pytest.mark.parametrize("kind", ["llama31", "llama2"])
 @pytest.mark.parametrize("n", [60, 129, 512])
 def test_prompts_have_exact_lengths(tokenizers: dict[str, Any], kind: str, n: int) -> None:
-    from swallow_trt.triton_repo.prompts import build_prompts, chat_counter, load_texts, prompt_lengths
+    from swallow_trt.profiler.prompts import build_prompts, chat_counter, load_texts, prompt_lengths
 
     tok = tokenizers[kind]
     texts = load_texts("ja")
@@ -308,7 +308,7 @@ def test_prompts_have_exact_lengths(tokenizers: dict[str, Any], kind: str, n: in
 
 
 def test_prompts_from_user_files_and_synthetic(tokenizers: dict[str, Any], tmp_path: Path) -> None:
-    from swallow_trt.triton_repo.prompts import build_prompts, load_texts, prompt_lengths
+    from swallow_trt.profiler.prompts import build_prompts, load_texts, prompt_lengths
 
     tok = tokenizers["llama31"]
     jsonl = tmp_path / "p.jsonl"
@@ -325,7 +325,7 @@ def test_prompts_from_user_files_and_synthetic(tokenizers: dict[str, Any], tmp_p
 
 
 def test_prompt_errors(tokenizers: dict[str, Any], tmp_path: Path) -> None:
-    from swallow_trt.triton_repo.prompts import build_prompts, load_texts
+    from swallow_trt.profiler.prompts import build_prompts, load_texts
 
     with pytest.raises(UsageError, match="neither ja, synthetic nor a file"):
         load_texts(str(tmp_path / "missing.jsonl"))
@@ -394,7 +394,7 @@ def test_help_has_examples_and_stays_light() -> None:
 def test_relative_tokenizer_dir_resolves_against_repo(tmp_path: Path) -> None:
     """A repository's tokenizer_dir is relative to its root (repositories move between machines): the
     profiler finds it with --repo, and without it says to pass --repo or --tokenizer."""
-    from swallow_trt.triton_repo.profiler import ProfileSpec, Served, make_prompts
+    from swallow_trt.profiler.run import ProfileSpec, Served, make_prompts
     from tests.fixtures.tiny import make_tokenizer
 
     make_tokenizer("llama31").save_pretrained(tmp_path / "repo" / "chat" / "tokenizer")

@@ -1,4 +1,4 @@
-"""The profiler's figures (one definition, see :mod:`swallow_trt.triton_repo.profiler`) and its reports:
+"""The profiler's figures (one definition, see :mod:`swallow_trt.profiler.run`) and its reports:
 per load point summaries, a plain-text table, JSON and CSV with every request's timestamps, PNG plots.
 
 Only the standard library at import time; matplotlib (Agg) is imported by :func:`write_plots`.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swallow_trt.triton_repo.loadgen import Rec, WorkerResult
+from swallow_trt.profiler.loadgen import Rec, WorkerResult
 
 STATS = ("mean", "p50", "p90", "p95", "p99")
 LATENESS_WARN_MS = 1.0  # the client's own error budget

@@ -23,9 +23,9 @@ Definitions (the README quotes these; every figure is per request unless it says
   completed without error; failed requests are counted and listed separately.
 
 Runs are comparable: prompts have exactly ``--input-tokens`` tokens with the model's tokenizer (see
-:mod:`swallow_trt.triton_repo.prompts`) and the output length is forced where the model allows it
+:mod:`swallow_trt.profiler.prompts`) and the output length is forced where the model allows it
 (``min_tokens`` = the output length and no end token). The client is a set of processes
-(:mod:`swallow_trt.triton_repo.loadgen`) that report their own headroom.
+(:mod:`swallow_trt.profiler.loadgen`) that report their own headroom.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from swallow_trt.checks import output_dir
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
-from swallow_trt.triton_repo.client import check_grpc_url
-from swallow_trt.triton_repo.loadgen import Job, Kind, Target, WorkerPool
-from swallow_trt.triton_repo.perf_report import (
+from swallow_trt.profiler.loadgen import Job, Kind, Target, WorkerPool
+from swallow_trt.profiler.perf_report import (
     Point,
     Request,
     Slo,
@@ -53,10 +52,11 @@ from swallow_trt.triton_repo.perf_report import (
     write_json,
     write_plots,
 )
+from swallow_trt.triton_repo.client import check_grpc_url
 
 if TYPE_CHECKING:
     from swallow_trt.builders.plan import PlanRequest
-    from swallow_trt.triton_repo.prompts import PromptSet
+    from swallow_trt.profiler.prompts import PromptSet
 
 Mode = Literal["closed", "open"]
 STREAMS_PER_PROCESS = 16  # default client processes: one per this many concurrent streams
@@ -246,7 +246,7 @@ def discover(url: str, model: str) -> Served:
 
 
 def make_prompts(spec: ProfileSpec, served: Served, n_prompts: int) -> tuple[PromptSet, str]:
-    from swallow_trt.triton_repo.prompts import build_prompts, load_texts, load_tokenizer
+    from swallow_trt.profiler.prompts import build_prompts, load_texts, load_tokenizer
 
     texts = load_texts(spec.dataset)
     directory = spec.tokenizer
@@ -455,7 +455,7 @@ def _write(spec: ProfileSpec, result: ProfileResult, base_ns: int) -> None:
 
 def summary_json(result: ProfileResult) -> dict[str, Any]:
     """What ``--json`` prints: the run and each point's summary (the per-request data is in the files)."""
-    from swallow_trt.triton_repo.perf_report import json_safe
+    from swallow_trt.profiler.perf_report import json_safe
 
     data: dict[str, Any] = json_safe({
         "meta": result.meta,
