@@ -493,6 +493,19 @@ def serve_request(req: PlanRequest, triton: bool, repo: Path | None, port: int |
     }
 
 
+def llmapi_ready() -> None:
+    """What Triton's llmapi model needs to run: TensorRT-LLM importable by the Python backend."""
+    import importlib.util
+
+    from swallow_trt.errors import EnvironmentProblem
+
+    if importlib.util.find_spec("tensorrt_llm") is None:
+        raise EnvironmentProblem(
+            "the llmapi model needs TensorRT-LLM (the tensorrt_llm package), and it is not installed here",
+            "run serve inside the TensorRT-LLM image (see the Dockerfile)",
+        )
+
+
 def run_serve(served: dict[str, Any], triton: bool, announce: Any = None) -> int:
     """Refuse what is missing (exit 2: not built yet; exit 3: no TensorRT-LLM here), then run."""
     from swallow_trt.errors import EnvironmentProblem
@@ -508,8 +521,6 @@ def run_serve(served: dict[str, Any], triton: bool, announce: Any = None) -> int
         if shutil.which(served["run"][0]) is not None and announce is not None:
             announce(served["run"])
         return serve_trtllm(served["run"])
-    from swallow_trt.triton_repo.llmapi import llmapi_ready
-
     llmapi_ready()
     if shutil.which("tritonserver") is None:
         raise EnvironmentProblem(

@@ -38,9 +38,9 @@ def quickstart(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")] = 48,
     as_json: JsonOpt = False,
 ) -> None:
-    from swallow_trt.builders.quickstart import QuickstartRequest, run_quickstart
     from swallow_trt.cli.quantize import ConsoleReporter
     from swallow_trt.errors import UsageError
+    from swallow_trt.workflows.quickstart import QuickstartRequest, run_quickstart
 
     if max_tokens < 1:
         raise UsageError(f"--max-tokens must be at least 1, got {max_tokens}", "pass a positive number")

@@ -10,7 +10,6 @@ match the tensorrt_llm they run with, so swallow-trt ships no copy of its own.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -110,12 +109,3 @@ def write_llmapi_repo(build_root: Path, out: Path, upstream: Path, *, force: boo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def llmapi_ready() -> None:
-    """What the llmapi model needs to run: TensorRT-LLM importable by the Python backend."""
-    if importlib.util.find_spec("tensorrt_llm") is None:
-        raise EnvironmentProblem(
-            "the llmapi model needs TensorRT-LLM (the tensorrt_llm package), and it is not installed here",
-            "run serve inside the TensorRT-LLM image (see the Dockerfile)",
-        )
