@@ -6,8 +6,12 @@ with ``<0xNN>`` byte fallback, like Llama-2 / Mistral Swallow; tiny tokenizers t
 
 - ``per_token``: ``decode([id])`` for each token on its own (the upstream bug: fast, wrong: U+FFFD for
   every character split across tokens, and SentencePiece's word-initial spaces lost);
+- ``per_token_backend``: the same through the Rust backend (``tokenizer._tokenizer.decode([id])``),
+  without transformers' Python around it: the floor of any per-token decode;
 - ``full_redecode``: ``decode(ids[:i+1])`` of the whole sequence at every token, emitting what follows the
   text already emitted unless it ends in U+FFFD (right, O(n^2));
+- ``decode_stream``: ``tokenizers.decoders.DecodeStream`` alone (no flush, no byte-run or prompt
+  handling, unbounded on invalid bytes): the cost floor of the library the wrapper builds on;
 - ``window``: :class:`swallow_trt.triton_repo.detok.WindowDetokenizer`, the previous algorithm (a window
   of ids decoded through ``tokenizer.decode`` per push; now the fallback without a Rust backend);
 - ``incremental``: :class:`swallow_trt.triton_repo.detok.IncrementalDetokenizer` (tokenizers'
@@ -18,7 +22,7 @@ the same run; the targets of issue 12 are ``incremental`` <= 1.2x ``per_token`` 
 ``full_redecode``. Also reported: U+FFFD in the emitted text, whether the text equals the full decode,
 and the ``tokenizer.decode`` calls and ids per token (the Rust stream's own decodes are not seen there).
 
-    python benchmarks/detok_cost.py [--tokens 1024] [--repeats 7] [--json]
+    python benchmarks/detok_cost.py [--tokens 1024] [--repeats 7] [--kinds llama31,llama2] [--json]
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ def per_token(tok: Any, ids: list[int]) -> list[str]:
     return [tok.decode([i], skip_special_tokens=True) for i in ids]
 
 
+def per_token_backend(tok: Any, ids: list[int]) -> list[str]:
+    decode = tok._tokenizer.decode
+    return [decode([i], skip_special_tokens=True) for i in ids]
+
+
 def full_redecode(tok: Any, ids: list[int]) -> list[str]:
     pieces, done = [], 0
     for i in range(len(ids)):
@@ -53,6 +62,13 @@ def full_redecode(tok: Any, ids: list[int]) -> list[str]:
             done = len(text)
     pieces.append(tok.decode(ids, skip_special_tokens=True)[done:])
     return pieces
+
+
+def decode_stream(tok: Any, ids: list[int]) -> list[str]:
+    from tokenizers.decoders import DecodeStream
+
+    stream, backend = DecodeStream(skip_special_tokens=True), tok._tokenizer
+    return [stream.step(backend, i) or "" for i in ids]
 
 
 def window(tok: Any, ids: list[int]) -> list[str]:
@@ -75,7 +91,9 @@ def incremental(tok: Any, ids: list[int]) -> list[str]:
 
 METHODS: dict[str, Callable[[Any, list[int]], list[str]]] = {
     "per_token": per_token,
+    "per_token_backend": per_token_backend,
     "full_redecode": full_redecode,
+    "decode_stream": decode_stream,
     "window": window,
     "incremental": incremental,
 }
@@ -130,9 +148,11 @@ def measure(kind: str, n: int, repeats: int) -> dict[str, Any]:
         m["us_per_token"] = round(median[name] / len(ids) * 1e6, 2)
     inc = median["incremental"]
     result["incremental_vs_per_token"] = round(inc / median["per_token"], 2)
+    result["incremental_vs_per_token_backend"] = round(inc / median["per_token_backend"], 2)
     result["incremental_vs_full_redecode"] = round(inc / median["full_redecode"], 4)
     result["full_redecode_vs_incremental"] = round(median["full_redecode"] / inc, 1)
     result["window_vs_incremental"] = round(median["window"] / inc, 2)
+    result["incremental_vs_decode_stream"] = round(inc / median["decode_stream"], 2)
     result["targets_met"] = {
         f"<= {MAX_VS_PER_TOKEN}x per_token": result["incremental_vs_per_token"] <= MAX_VS_PER_TOKEN,
         f">= {MIN_FASTER_THAN_REDECODE:.0f}x faster than full_redecode": result[
@@ -148,6 +168,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--kinds", default=",".join(KINDS), help="tokenizer kinds of tests.fixtures.tiny")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -159,7 +180,7 @@ def main() -> int:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "versions": {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
         "repeats": args.repeats,
-        "tokenizers": {kind: measure(kind, args.tokens, args.repeats) for kind in KINDS},
+        "tokenizers": {kind: measure(kind, args.tokens, args.repeats) for kind in args.kinds.split(",")},
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -167,16 +188,18 @@ def main() -> int:
     print(f"{result['machine']}, {args.repeats} interleaved repetitions, medians")
     for kind, r in result["tokenizers"].items():
         print(f"\n{kind}: {r['tokens']} tokens, {r['characters']} characters")
-        print(f"  {'method':<14} {'us/token':>9} {'U+FFFD':>7} {'exact':>6} {'calls/tok':>10} {'ids/tok':>8}")
+        print(f"  {'method':<17} {'us/token':>9} {'U+FFFD':>7} {'exact':>6} {'calls/tok':>10} {'ids/tok':>8}")
         for name, m in r["methods"].items():
             print(
-                f"  {name:<14} {m['us_per_token']:9.2f} {m['fffd_emitted']:7d} {m['equals_full_decode']!s:>6}"
+                f"  {name:<17} {m['us_per_token']:9.2f} {m['fffd_emitted']:7d} {m['equals_full_decode']!s:>6}"
                 f" {m['decode_calls_per_token']:10.2f} {m['ids_decoded_per_token']:8.1f}"
             )
         print(
-            f"  incremental = {r['incremental_vs_per_token']:.2f}x per_token, "
+            f"  incremental = {r['incremental_vs_per_token']:.2f}x per_token "
+            f"({r['incremental_vs_per_token_backend']:.2f}x per_token_backend), "
             f"{r['incremental_vs_full_redecode']:.4f}x full_redecode ({r['full_redecode_vs_incremental']:.0f}x faster), "
-            f"{r['window_vs_incremental']:.2f}x faster than window"
+            f"{r['window_vs_incremental']:.2f}x faster than window, "
+            f"{r['incremental_vs_decode_stream']:.2f}x the bare decode_stream"
         )
         print(
             "  targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets_met"].items())

@@ -349,7 +349,13 @@ class IncrementalDetokenizer(_Detokenizer):
         new: list[int]
         if isinstance(ids, int):
             new = [] if ids in self._skipped else [ids]
-        elif isinstance(ids, list | tuple) or (isinstance(ids, Iterable) and getattr(ids, "ndim", 1) != 0):
+        elif isinstance(ids, (list, tuple)):  # a tuple of types: faster than a union here
+            if len(ids) == 1:  # what a streaming backend sends: one id per response
+                one = int(ids[0])
+                new = [] if one in self._skipped else [one]
+            else:
+                new = self._keep(ids)
+        elif isinstance(ids, Iterable) and getattr(ids, "ndim", 1) != 0:
             new = self._keep(ids)
         else:  # a numpy integer or 0-d array
             new = self._keep((ids,))
