@@ -459,10 +459,7 @@ def _filler_tokens(taken: set[str], count: int) -> list[str]:
     (no merge makes them) but decodable, like a real vocabulary's: single CJK and kana characters,
     every two-byte sequence (fragments of characters, invalid UTF-8 included), the shipped text's
     character bigrams, then numbered ASCII pieces."""
-    from tokenizers import pre_tokenizers
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    table = {b: ch for b, ch in zip(range(256), _byte_level_table(alphabet), strict=True)}
+    table = dict(enumerate(_byte_level_table()))
 
     def encode(data: bytes) -> str:
         return "".join(table[b] for b in data)
@@ -495,9 +492,8 @@ def _filler_tokens(taken: set[str], count: int) -> list[str]:
     return out
 
 
-def _byte_level_table(alphabet: Iterable[str]) -> list[str]:
+def _byte_level_table() -> list[str]:
     """GPT-2's bytes_to_unicode: byte b -> its byte-level character (printable bytes map to themselves)."""
-    del alphabet  # the same 256 characters, in byte order below
     printable = [
         *range(ord("!"), ord("~") + 1),
         *range(ord("¡"), ord("¬") + 1),
