@@ -15,8 +15,10 @@ is not searched for them (a stop string the model thinks about must not end its 
 
 Many streams per instance: ``execute`` is a coroutine (Triton 2.51's Python backend runs the coroutines
 of a decoupled model on one event-loop thread of the stub, concurrently), the LLM is called with
-``await async_exec(decoupled=True)``, and each blocking ``next()`` of its response iterator runs in a
-thread pool, so a stream waiting for its next token holds a pool thread, not the event loop. Everything
+``await async_exec(decoupled=True)``, and a pool thread per stream iterates its (blocking) response
+iterator and hands each response to the event loop, which handles all responses that arrived together
+as one (one detokeniser step, one send): a stream waiting for its next token holds a pool thread, not
+the event loop. Everything
 that touches a response sender or drops a Python object of the backend runs on the event-loop thread.
 
 Object lifetimes (Triton 2.51, python_backend r24.10, frees backend objects without the GIL; fixed
@@ -94,9 +96,33 @@ class TritonPythonModel:
         # the GIL was the last reference; they are released when this frame returns, with the GIL.
         return response
 
-    async def _next(self, iterator):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, next, iterator, _END)
+    @staticmethod
+    def _pump(iterator, loop, queue):
+        """On a pool thread: hand each response of ``iterator`` to the event loop as it arrives."""
+        try:
+            for item in iterator:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except Exception as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    async def _batches(self, iterator):
+        """The responses of ``iterator`` in batches: all that arrived while the previous batch was being
+        handled. Under load several responses of one stream arrive together; handling them as one (one
+        detokeniser step, one send) keeps the per-token cost down."""
+        queue = asyncio.Queue()
+        self.pool.submit(self._pump, iterator, asyncio.get_running_loop(), queue)
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            for item in batch:
+                if isinstance(item, Exception):
+                    raise item
+            yield batch
+            if batch[-1] is _END:
+                return
 
     # ----------------------------------------------------------------------------------------------
 
@@ -198,25 +224,26 @@ class TritonPythonModel:
         filt = StopFilter(stops)
         count, ended, checked = 0, False, time.monotonic()
         iterator = await llm.async_exec(decoupled=True)
-        response = None
+        batch = None
         try:
-            while True:
-                response = await self._next(iterator)
-                if response is _END:
-                    break
-                if response.has_error():
-                    if ended:
-                        continue
-                    raise RuntimeError(response.error().message())
-                out = pb_utils.get_output_tensor_by_name(response, "output_ids")
-                if ended or out is None:
+            async for batch in self._batches(iterator):
+                if ended:
                     continue  # drain the stream to its final response
-                tokens = out.as_numpy().reshape(-1).tolist()
-                count += len(tokens)
-                delta = split.push(tokens)
-                text = filt.feed(delta.content)
-                if text or delta.reasoning:
-                    self._send(sender, self._tensors(wanted, text, count, delta.reasoning))
+                tokens = []
+                for response in batch:
+                    if response is _END:
+                        break
+                    if response.has_error():
+                        raise RuntimeError(response.error().message())
+                    out = pb_utils.get_output_tensor_by_name(response, "output_ids")
+                    if out is not None:
+                        tokens += out.as_numpy().reshape(-1).tolist()
+                if tokens:
+                    count += len(tokens)
+                    delta = split.push(tokens)
+                    text = filt.feed(delta.content)
+                    if text or delta.reasoning:
+                        self._send(sender, self._tensors(wanted, text, count, delta.reasoning))
                 cancelled = False
                 if time.monotonic() - checked > CANCEL_CHECK_S:
                     checked = time.monotonic()
@@ -228,7 +255,7 @@ class TritonPythonModel:
                         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
                         sender = None
         finally:
-            self._retire(iterator, llm, response, tensors)
+            self._retire(iterator, llm, batch, tensors)
         if sender is not None:
             rest = split.flush()
             text = filt.feed(rest.content) + filt.close()
@@ -248,8 +275,8 @@ class TritonPythonModel:
         iterator = await stop.async_exec(decoupled=True)
         last = None
         try:
-            while (item := await self._next(iterator)) is not _END:
-                last = item
+            async for batch in self._batches(iterator):
+                last = batch
         finally:
             self._retire(iterator, stop, last, inputs)
 
