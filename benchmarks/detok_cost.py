@@ -12,9 +12,9 @@ with ``<0xNN>`` byte fallback, like Llama-2 / Mistral Swallow; tiny tokenizers t
   text already emitted unless it ends in U+FFFD (right, O(n^2));
 - ``decode_stream``: ``tokenizers.decoders.DecodeStream`` alone (no flush, no byte-run or prompt
   handling, unbounded on invalid bytes): the cost floor of the library the wrapper builds on;
-- ``window``: :class:`swallow_trt.triton_repo.detok.WindowDetokenizer`, the previous algorithm (a window
+- ``window``: :class:`swallow_trt.text.detok.WindowDetokenizer`, the previous algorithm (a window
   of ids decoded through ``tokenizer.decode`` per push; now the fallback without a Rust backend);
-- ``incremental``: :class:`swallow_trt.triton_repo.detok.IncrementalDetokenizer` (tokenizers'
+- ``incremental``: :class:`swallow_trt.text.detok.IncrementalDetokenizer` (tokenizers'
   ``DecodeStream`` on the fast tokenizer's backend), one ``push`` per token, then ``flush``.
 
 Timings are medians of ``--repeats`` interleaved repetitions, reported per token and as ratios taken in
@@ -72,7 +72,7 @@ def decode_stream(tok: Any, ids: list[int]) -> list[str]:
 
 
 def window(tok: Any, ids: list[int]) -> list[str]:
-    from swallow_trt.triton_repo.detok import WindowDetokenizer
+    from swallow_trt.text.detok import WindowDetokenizer
 
     d = WindowDetokenizer(tok)
     pieces = [d.push((i,)) for i in ids]
@@ -81,7 +81,7 @@ def window(tok: Any, ids: list[int]) -> list[str]:
 
 
 def incremental(tok: Any, ids: list[int]) -> list[str]:
-    from swallow_trt.triton_repo.detok import IncrementalDetokenizer
+    from swallow_trt.text.detok import IncrementalDetokenizer
 
     d = IncrementalDetokenizer(tok)
     pieces = [d.push((i,)) for i in ids]

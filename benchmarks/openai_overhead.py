@@ -142,7 +142,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from swallow_trt.openai_api.server import start_api_process
-    from swallow_trt.triton_repo.chat import Message, adds_bos, render
+    from swallow_trt.text.chat import Message, adds_bos, render
     from swallow_trt.triton_repo.server import TritonServer
     from tests.fixtures.schedule_repo import schedule_repo
 

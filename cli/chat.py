@@ -68,7 +68,7 @@ def chat(
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
-    from swallow_trt.triton_repo.chat import REASONING_EFFORTS
+    from swallow_trt.text.chat import REASONING_EFFORTS
     from swallow_trt.triton_repo.client import (
         ANSWER,
         REASONING,

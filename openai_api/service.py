@@ -68,7 +68,7 @@ class TextService:
     """Everything the routes need besides HTTP: the deployment, its tokenizer and the engine."""
 
     def __init__(self, deployment: Deployment, engine: Engine, tokenizer: Any | None = None) -> None:
-        from swallow_trt.triton_repo.pipeline import Prompter
+        from swallow_trt.text.pipeline import Prompter
 
         if tokenizer is None:
             from transformers import AutoTokenizer
@@ -102,7 +102,7 @@ class TextService:
 
     def _prompt_ids(self, request: ChatRequest | CompletionRequest) -> list[int]:
         from swallow_trt.errors import UsageError
-        from swallow_trt.triton_repo.chat import Message, adds_bos, render
+        from swallow_trt.text.chat import Message, adds_bos, render
 
         tok = self.prompter.tokenizer
         if isinstance(request, CompletionRequest):
@@ -148,7 +148,7 @@ class TextService:
         """The sampling and guided-decoding inputs, checked by the same code as the chat model's."""
         import numpy as np
 
-        from swallow_trt.triton_repo.pipeline import RequestError
+        from swallow_trt.text.pipeline import RequestError
         from swallow_trt.triton_repo.sampling import request_options
 
         top_k = request.top_k if request.top_k not in (None, -1) else None
@@ -251,8 +251,8 @@ class TextService:
         """The delta fields of each piece of new text; ``outcome`` is kept current. Ends the engine's
         generation when a stop string is seen; on any early exit (the client went away) the caller's
         ``generation.stop()`` ends it."""
-        from swallow_trt.triton_repo.detok import IncrementalDetokenizer
-        from swallow_trt.triton_repo.pipeline import StopFilter
+        from swallow_trt.text.detok import IncrementalDetokenizer
+        from swallow_trt.text.pipeline import StopFilter
 
         detok = IncrementalDetokenizer(self.prompter.tokenizer, prompt_ids=None)
         filt = StopFilter(prepared.stops)

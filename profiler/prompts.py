@@ -8,7 +8,7 @@ with a ``text`` field per line, or plain text with one paragraph per line), or r
 - ``raw`` (the ensemble): text whose ``tokenizer.encode(text)`` (special tokens added, as preprocessing
   does) has exactly ``n_tokens`` ids;
 - ``chat`` (the chat model): a user message whose rendered chat prompt (the family's format and the
-  served system prompt, :mod:`swallow_trt.triton_repo.chat`) encodes to exactly ``n_tokens`` ids.
+  served system prompt, :mod:`swallow_trt.text.chat`) encodes to exactly ``n_tokens`` ids.
 
 Text is cut at a character boundary (never inside a character, so never U+FFFD from the cut), found by
 bisection on the character count and checked by encoding; token counts are not monotone in the text, so
@@ -135,7 +135,7 @@ def cut_to_tokens(count: Callable[[str], int], text: str, n: int, tries: int = 2
 
 def chat_counter(tokenizer: Any, chat_format: str, system_prompt: str | None) -> Callable[[str], int]:
     """Tokens of the prompt the chat model builds for a user message (its format and system prompt)."""
-    from swallow_trt.triton_repo.chat import Message, adds_bos, render
+    from swallow_trt.text.chat import Message, adds_bos, render
 
     add = adds_bos(chat_format)
     head = [Message("system", system_prompt)] if system_prompt else []

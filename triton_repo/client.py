@@ -141,7 +141,7 @@ def stream_chat_parts(
         ) from None
 
     if thinking is not None or reasoning_effort is not None:
-        from swallow_trt.triton_repo.chat import check_reasoning
+        from swallow_trt.text.chat import check_reasoning
 
         chat_format = served_chat_format(client, model)
         if chat_format is not None:

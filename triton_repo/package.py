@@ -71,7 +71,7 @@ def _engine_source(engine_dir: Path) -> tuple[Path | None, str | None]:
 def package(req: PackageRequest) -> PackageResult:
     from swallow_trt.profiles import get_target
     from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT, resolve_model
-    from swallow_trt.triton_repo.chat import DEFAULT_SYSTEM_FORMATS
+    from swallow_trt.text.chat import DEFAULT_SYSTEM_FORMATS
 
     if (req.model is None) == (req.engine is None):
         raise UsageError(

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from swallow_trt.text.pipeline import RequestError
 from swallow_trt.triton_repo.configs import SAMPLING_TO_LLM, contract
 from swallow_trt.triton_repo.guided import GUIDE_TYPES
-from swallow_trt.triton_repo.pipeline import RequestError
 
 NUMPY_DTYPES = {
     "TYPE_FP32": "float32",
@@ -87,7 +87,7 @@ def _int(raw: Any, name: str) -> int | None:
 
 
 def _text(raw: Any, name: str) -> str | None:
-    from swallow_trt.triton_repo.pipeline import text_of
+    from swallow_trt.text.pipeline import text_of
 
     return None if _first(raw) is None else text_of(raw, name)
 

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("torch")
 
-from swallow_trt.triton_repo.chat import Message, adds_bos, render
+from swallow_trt.text.chat import Message, adds_bos, render
 from swallow_trt.triton_repo.client import stream_chat
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes

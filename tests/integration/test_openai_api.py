@@ -28,7 +28,7 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
 from swallow_trt.openai_api.server import ApiProcess, start_api_process  # noqa: E402
-from swallow_trt.triton_repo.chat import Message, adds_bos, render  # noqa: E402
+from swallow_trt.text.chat import Message, adds_bos, render  # noqa: E402
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc")
 torch = pytest.importorskip("torch")
 
-from swallow_trt.triton_repo.chat import Message, adds_bos, render  # noqa: E402
+from swallow_trt.text.chat import Message, adds_bos, render  # noqa: E402
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo  # noqa: E402
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
 from tests.fixtures.guided import SCHEMA, valid  # noqa: E402

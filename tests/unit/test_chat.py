@@ -6,7 +6,7 @@ import pytest
 
 from swallow_trt.errors import UsageError
 from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT, load_registry
-from swallow_trt.triton_repo.chat import (
+from swallow_trt.text.chat import (
     ALPACA_PREAMBLE,
     REASONING_FORMATS,
     Message,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from swallow_trt.triton_repo.detok import IncrementalDetokenizer
-from swallow_trt.triton_repo.reasoning import (
+from swallow_trt.text.detok import IncrementalDetokenizer
+from swallow_trt.text.reasoning import (
     Delta,
     ReasoningSplitter,
     prompt_opens_reasoning,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from swallow_trt.registry import DEFAULT_SYSTEM_PROMPT
-from swallow_trt.triton_repo.chat import Message, render
+from swallow_trt.text.chat import Message, render
 from tests.fixtures.chat_templates import ALPACA_JA, GPT_OSS, LLAMA2, LLAMA3, QWEN3, SPECIAL_TOKENS
 
 pytest.importorskip("jinja2")

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from swallow_trt.triton_repo.detok import MAX_PENDING, SHIFT_EVERY, IncrementalDetokenizer
+from swallow_trt.text.detok import MAX_PENDING, SHIFT_EVERY, IncrementalDetokenizer
 from tests.fixtures.counting import CountingTokenizer
 from tests.fixtures.tiny import japanese_paragraphs, make_tokenizer
 
@@ -366,7 +366,7 @@ def test_cost_is_linear(kind: str, chunked: bool) -> None:
 
 def test_module_has_no_heavy_imports() -> None:
     probe = (
-        "import sys; import swallow_trt.triton_repo.detok; "
+        "import sys; import swallow_trt.text.detok; "
         "print(sorted(m for m in ('torch', 'transformers', 'tokenizers', 'numpy') if m in sys.modules))"
     )
     proc = subprocess.run(

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from swallow_trt.triton_repo.detok import MAX_PENDING, IncrementalDetokenizer, WindowDetokenizer
+from swallow_trt.text.detok import MAX_PENDING, IncrementalDetokenizer, WindowDetokenizer
 from tests.fixtures.counting import CountingTokenizer
 from tests.fixtures.tiny import japanese_paragraphs, make_tokenizer
 

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from swallow_trt.triton_repo.chat import Message
-from swallow_trt.triton_repo.pipeline import Prompter, RequestError, StopFilter, history_of, text_of
+from swallow_trt.text.chat import Message
+from swallow_trt.text.pipeline import Prompter, RequestError, StopFilter, history_of, text_of
 from tests.fixtures.tiny import make_tokenizer
 
 

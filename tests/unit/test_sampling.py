@@ -15,8 +15,8 @@ import pytest
 np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
 
+from swallow_trt.text.pipeline import RequestError  # noqa: E402
 from swallow_trt.triton_repo.configs import contract  # noqa: E402
-from swallow_trt.triton_repo.pipeline import RequestError  # noqa: E402
 from swallow_trt.triton_repo.sampling import Sampler, Sampling, read_sampling, request_options  # noqa: E402
 from tests.fixtures.guided import SCHEMA, valid  # noqa: E402
 

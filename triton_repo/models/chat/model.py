@@ -7,7 +7,7 @@ for characters split across tokens). Generation ends at the model's end token an
 are not in the output. Every response carries ``num_output_tokens`` (the tokens generated so far) when
 the client asked for it, and ``text_output`` when it has text.
 
-Reasoning families (Qwen3's ``<think>`` blocks, gpt-oss's analysis channel; triton_repo/reasoning.py):
+Reasoning families (Qwen3's ``<think>`` blocks, gpt-oss's analysis channel; text/reasoning.py):
 the reasoning streams in ``reasoning_output`` and ``text_output`` holds the answer alone. The optional
 inputs ``enable_thinking`` (qwen3) and ``reasoning_effort`` (harmony) reach the chat format; asking a
 format that does not reason for either is an error response. Stop strings end the answer; the reasoning
@@ -59,7 +59,7 @@ def _opt(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
-        from swallow_trt.triton_repo.pipeline import Prompter, model_parameters
+        from swallow_trt.text.pipeline import Prompter, model_parameters
 
         params = model_parameters(args)
         self.prompter = Prompter.from_parameters(params)
@@ -127,7 +127,7 @@ class TritonPythonModel:
     # ----------------------------------------------------------------------------------------------
 
     async def _serve(self, request):
-        from swallow_trt.triton_repo.pipeline import RequestError
+        from swallow_trt.text.pipeline import RequestError
 
         sender = request.get_response_sender()
         try:
@@ -167,7 +167,7 @@ class TritonPythonModel:
         return tensors
 
     def _inputs(self, request):
-        from swallow_trt.triton_repo.pipeline import RequestError, history_of, int_of, text_of, texts_of
+        from swallow_trt.text.pipeline import RequestError, history_of, int_of, text_of, texts_of
         from swallow_trt.triton_repo.sampling import request_options
 
         raw = _opt(request, "text_input")
@@ -208,8 +208,8 @@ class TritonPythonModel:
         return tensors, [*family, *stops], ids
 
     async def _chat(self, request, sender):
-        from swallow_trt.triton_repo.pipeline import StopFilter
-        from swallow_trt.triton_repo.reasoning import ReasoningSplitter
+        from swallow_trt.text.pipeline import StopFilter
+        from swallow_trt.text.reasoning import ReasoningSplitter
 
         wanted = self._wanted(request)
         tensors, stops, prompt_ids = self._inputs(request)

@@ -15,7 +15,7 @@ class TritonPythonModel:
     def initialize(self, args):
         from transformers import AutoTokenizer
 
-        from swallow_trt.triton_repo.pipeline import model_parameters
+        from swallow_trt.text.pipeline import model_parameters
 
         params = model_parameters(args)
         self.tokenizer = AutoTokenizer.from_pretrained(params["tokenizer_dir"])

@@ -15,13 +15,13 @@ def _opt(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
-        from swallow_trt.triton_repo.pipeline import Prompter, model_parameters
+        from swallow_trt.text.pipeline import Prompter, model_parameters
 
         params = model_parameters(args)
         self.prompter = Prompter.from_parameters(params)
 
     def execute(self, requests):
-        from swallow_trt.triton_repo.pipeline import RequestError
+        from swallow_trt.text.pipeline import RequestError
 
         responses = []
         for request in requests:
@@ -32,7 +32,7 @@ class TritonPythonModel:
         return responses
 
     def _one(self, request):
-        from swallow_trt.triton_repo.pipeline import RequestError, int_of, text_of, texts_of
+        from swallow_trt.text.pipeline import RequestError, int_of, text_of, texts_of
 
         p = self.prompter
         texts = np.asarray(_opt(request, "text_input"))

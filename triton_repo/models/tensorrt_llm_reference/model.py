@@ -86,8 +86,8 @@ class TritonPythonModel:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from swallow_trt.text.pipeline import model_parameters
         from swallow_trt.triton_repo.guided import Guides
-        from swallow_trt.triton_repo.pipeline import model_parameters
 
         config = json.loads(args["model_config"])
         params = model_parameters(args)  # paths resolved against the repository root

@@ -3,7 +3,7 @@
 The split is made on token ids, not on text: harmony's markers (``<|channel|>``, ``<|message|>``,
 ``<|end|>``, ``<|start|>``) are special tokens that ``skip_special_tokens`` removes from any decode, and a
 model's text may contain the characters ``<think>`` without the token. Between markers each part of the
-stream goes through its own :class:`~swallow_trt.triton_repo.detok.IncrementalDetokenizer` (special tokens
+stream goes through its own :class:`~swallow_trt.text.detok.IncrementalDetokenizer` (special tokens
 skipped), so the text of each part keeps the detokeniser's exactness for Japanese.
 
 Formats (``chat_format`` of the registry):
@@ -39,8 +39,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
-from swallow_trt.triton_repo.chat import REASONING_FORMATS
-from swallow_trt.triton_repo.detok import IncrementalDetokenizer
+from swallow_trt.text.chat import REASONING_FORMATS
+from swallow_trt.text.detok import IncrementalDetokenizer
 
 __all__ = [
     "HARMONY_REASONING_CHANNELS",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swallow_trt.errors import UsageError
-from swallow_trt.triton_repo.chat import Message, adds_bos, render, stop_words_list
+from swallow_trt.text.chat import Message, adds_bos, render, stop_words_list
 
 
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
