@@ -574,6 +574,16 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         )
     explicit_format = req.qformat is not None
     qformat = req.qformat or default_qformat(profile, arch, runtime)
+    from swallow_trt.builders.pytorch_runtime import NO_ENGINE_EXPORT, check_engine_export
+
+    if runtime == "engine" and arch.hf_class in NO_ENGINE_EXPORT and qformat != "full_prec":
+        if req.runtime.strip().lower() == "auto":
+            # The engine model exists but ModelOpt cannot export a quantised checkpoint for it: auto
+            # takes the runtime whose export works rather than a plan that build would refuse.
+            runtime = "pytorch"
+            qformat = req.qformat or default_qformat(profile, arch, runtime)
+        else:
+            check_engine_export(arch, qformat, name)
     if runtime == "pytorch" and arch.hf_class in PYTORCH_FORMATS_BY_CLASS:
         check_format_pytorch(profile, arch, qformat, name)
     else:

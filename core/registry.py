@@ -305,10 +305,17 @@ def check_buildable(model: ResolvedModel) -> None:
     reg = model.registered
     entry = reg.entry if reg is not None else None
     instead = entry.use_instead if entry is not None and entry.use_instead else None
+    # ModelOpt 0.47 exports no int4_awq for Qwen3-MoE on either path: FP8 on the PyTorch runtime is the
+    # quantised format that works for it.
+    how = (
+        "with --fp8 (the PyTorch runtime: ModelOpt exports no int4_awq for Qwen3-MoE) instead"
+        if model.arch.hf_class == "Qwen3MoeForCausalLM"
+        else "with --int4-awq instead"
+    )
     if entry is not None and model.source == "registry" and entry.status == "private":
         raise InvalidCombinationError(
             f"{entry.repo} was made private on 2026-02-23 (significant performance degradation)",
-            f"quantize the BF16 RL model {instead} with --int4-awq instead",
+            f"quantize the BF16 RL model {instead} {how}",
         )
     arch = model.arch
     awq_desc_act = arch.checkpoint_quant == "awq" and arch.checkpoint_desc_act
@@ -317,7 +324,7 @@ def check_buildable(model: ResolvedModel) -> None:
         raise InvalidCombinationError(
             f"{model.display_name} is a GPTQModel AWQ-INT4 checkpoint (desc_act true) that TensorRT-LLM "
             "would load as AutoAWQ and build corrupt weights from",
-            f"quantize the BF16 RL model {target} with --int4-awq instead",
+            f"quantize the BF16 RL model {target} {how}",
         )
 
 

@@ -414,9 +414,11 @@ def test_swallow_awq_int4_refused(repo: str, command: str) -> None:
     message, hint = usage_error(CliRunner().invoke(app, args))
     assert "desc_act true" in message
     rl = repo.removesuffix("-AWQ-INT4")
-    assert hint == f"quantize the BF16 RL model {rl} with --int4-awq instead"
-    # The valid neighbour: the BF16 RL model it names plans with --int4-awq.
-    ok = plan("--model", rl, "--int4-awq", "--target", "hopper", "--gpu", "H200-SXM-141GB", "--json")
+    moe = "A3B" in repo
+    flag = "--fp8" if moe else "--int4-awq"
+    assert hint.startswith(f"quantize the BF16 RL model {rl} with {flag} ")
+    # The valid neighbour: the BF16 RL model it names plans with the flag the hint gives.
+    ok = plan("--model", rl, flag, "--target", "hopper", "--gpu", "H200-SXM-141GB", "--json")
     assert ok.exit_code == 0, ok.stderr
 
 
@@ -505,3 +507,20 @@ def test_mxfp4_needs_hopper() -> None:
     assert "mxfp4 is not supported on target ada" in message
     ok = plan("--model", "tokyotech-llm/GPT-OSS-Swallow-20B-RL-v0.1-MXFP4", "--target", "hopper")
     assert ok.exit_code == 0, ok.stderr
+
+
+def test_qwen3_moe_quantised_goes_to_the_runtime_that_can_export_it() -> None:
+    """ModelOpt 0.47 cannot export a quantised Qwen3-MoE TensorRT-LLM checkpoint: --runtime engine with
+    fp8 is refused before anything runs, and auto (the default) plans the PyTorch runtime instead of a
+    plan that build would refuse; full_prec stays on the engine."""
+    message, hint = usage_error(
+        plan("--model", "qwen3-30b-a3b", "--runtime", "engine", "--fp8", "--target", "ada")
+    )
+    assert "ModelOpt 0.47" in message
+    assert "--runtime pytorch" in hint
+    auto = plan("--model", "qwen3-30b-a3b", "--target", "ada", "--json")
+    assert auto.exit_code == 0, auto.output
+    assert json.loads(auto.stdout)["runtime"] == "pytorch"
+    full = plan("--model", "qwen3-30b-a3b", "--target", "hopper", "--qformat", "full_prec", "--json")
+    assert full.exit_code == 0, full.output
+    assert json.loads(full.stdout)["runtime"] == "engine"

@@ -261,7 +261,8 @@ def test_qwen3_30b_a3b_fp8_ada(plan_json: PlanJson) -> None:
     assert gpu["weight_read_bytes_per_step"] == 48 * (attn + 8 * expert) + embed * 2 + small * 2
     assert p["kv_bytes_per_token"] == 2 * 48 * 4 * 128 * 1 == 49_152  # 96 KiB in BF16, as reported
     assert gpu["fits"] is True
-    assert p["runtime"] == "engine"
+    # fp8 Qwen3-MoE cannot be exported for an engine (ModelOpt 0.47): auto plans the PyTorch runtime.
+    assert p["runtime"] == "pytorch"
 
 
 def test_gpt_oss_120b_mxfp4_h100x4(plan_json: PlanJson) -> None:

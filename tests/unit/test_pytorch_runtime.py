@@ -239,7 +239,7 @@ def test_commands_name_every_stage(tmp_path: Path) -> None:
         (["build", "--model", GPT_OSS_120B, "--target", "h100x4", "--runtime", "turbo", "--dry-run"], "unknown --runtime"),
         (["build", "--model", GPT_OSS_120B, "--target", "h100x4", "--runtime", "engine", "--dry-run"], "no TensorRT engine model"),
         (["serve", "--model", GPT_OSS_120B, "--target", "h100x4", "--runtime", "turbo", "--dry-run"], "unknown --runtime"),
-        (["build", "--model", QWEN3_30B, "--target", "hopper", "--dry-run"], "--runtime pytorch"),
+        (["build", "--model", QWEN3_30B, "--target", "hopper", "--runtime", "engine", "--dry-run"], "--runtime pytorch"),
         (["build", "--model", QWEN3_30B, "--target", "hopper", "--runtime", "pytorch", "--qformat", "nvfp4", "--dry-run"], "nvfp4"),
         (["build", "--model", QWEN3_30B, "--target", "hopper", "--runtime", "pytorch", "--int4-awq", "--dry-run"], "int4_awq"),
         (["build", "--model", "qwen3-8b", "--target", "hopper", "--runtime", "pytorch", "--kv-cache-dtype", "int8", "--dry-run"], "int8"),

@@ -82,7 +82,7 @@ def test_offline_hub_id_not_cached(cli: Callable[..., Any], tmp_path: Path) -> N
     ("model", "needle"),
     [
         ("tokyotech-llm/Qwen3-Swallow-8B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-8B-RL-v0.2 with --int4-awq"),
-        ("Qwen3-Swallow-30B-A3B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-30B-A3B-RL-v0.2 with --int4-awq"),
+        ("Qwen3-Swallow-30B-A3B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-30B-A3B-RL-v0.2 with --fp8"),
         ("Qwen3-Swallow-32B-RL-v0.2-AWQ-INT4", "tokyotech-llm/Qwen3-Swallow-32B-RL-v0.2 with --int4-awq"),
         ("Qwen3-Swallow-32B-RL-v0.2-GPTQ-INT4", "made private"),
         ("gpt-oss-20b", "has no TensorRT engine model"),
