@@ -3,8 +3,9 @@ repository's tokenizer, build ``tensorrt_llm``'s inputs (sampling mapped and che
 ``triton_repo.sampling``), then turn its streamed ids into text with the incremental detokeniser and the
 stop-string filter, counting tokens as the engine sends them (``usage`` is never a re-tokenisation).
 
-Reasoning models (a thinking section before the answer) plug in at :class:`Channels`: it splits the text
-stream into the fields of a message delta; the default puts everything in ``content``.
+Reasoning models (Qwen3-Swallow, GPT-OSS-Swallow): the thinking is returned apart from the answer, as
+``reasoning_content`` and ``reasoning`` (text.reasoning's splitter works on the token ids, so harmony's
+special-token channel markers are seen), with the answer alone in ``content``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,11 @@ from swallow_trt.openai_api.schema import ChatRequest, CompletionRequest
 ROLE_OF = {"developer": "system"}  # OpenAI's newer name for the system turn
 
 
-class Channels:
-    """Splits generated text into message-delta fields. The seam for reasoning models: a parser for a
-    family's thinking markers returns ``[("reasoning_content", ...), ("content", ...)]`` pieces."""
-
-    def feed(self, text: str) -> list[tuple[str, str]]:
-        return [("content", text)] if text else []
-
-    def close(self) -> list[tuple[str, str]]:
-        return []
+def _fields(reasoning: str, content: str) -> list[tuple[str, str]]:
+    """A message delta's fields: reasoning under both names clients read (``reasoning_content``, and
+    ``reasoning``, the name vLLM moved to), the answer in ``content``."""
+    out = [("reasoning_content", reasoning), ("reasoning", reasoning)] if reasoning else []
+    return [*out, ("content", content)] if content else out
 
 
 @dataclass
@@ -251,12 +248,15 @@ class TextService:
         """The delta fields of each piece of new text; ``outcome`` is kept current. Ends the engine's
         generation when a stop string is seen; on any early exit (the client went away) the caller's
         ``generation.stop()`` ends it."""
-        from swallow_trt.text.detok import IncrementalDetokenizer
         from swallow_trt.text.pipeline import StopFilter
+        from swallow_trt.text.reasoning import ReasoningSplitter
 
-        detok = IncrementalDetokenizer(self.prompter.tokenizer, prompt_ids=None)
-        filt = StopFilter(prepared.stops)
-        channels = Channels()
+        # The splitter is the incremental detokeniser, per destination: a reasoning family's thinking
+        # (Qwen3's <think> block, gpt-oss's analysis channel) goes to reasoning_content, the answer alone
+        # to content; other formats (and raw completions) come out as the detokeniser's text.
+        fmt = self.d.chat_format if prepared.kind == "chat" else "none"
+        split = ReasoningSplitter.for_prompt(self.prompter.tokenizer, fmt, prepared.ids)
+        filt = StopFilter(prepared.stops)  # stop strings apply to the answer only
         async for tokens in generation.tokens():
             now = time.perf_counter()
             if outcome.first_token_at is None:
@@ -265,15 +265,17 @@ class TextService:
                     outcome.on_first()
             outcome.last_token_at = now
             outcome.completion_tokens += len(tokens)
-            text = filt.feed(detok.push(tokens))
-            if text:
-                yield channels.feed(text)
+            delta = split.push(tokens)
+            out = _fields(delta.reasoning, filt.feed(delta.content))
+            if out:
+                yield out
             if filt.stopped:
                 generation.stop()
                 break
-        tail = "" if filt.stopped else filt.feed(detok.flush()) + filt.close()
-        out = channels.feed(tail) + channels.close()
-        if out:
-            yield out
+        if not filt.stopped:
+            rest = split.flush()
+            out = _fields(rest.reasoning, filt.feed(rest.content) + filt.close())
+            if out:
+                yield out
         stopped_early = filt.stopped or outcome.completion_tokens < prepared.max_tokens
         outcome.finish_reason = "stop" if stopped_early else "length"

@@ -142,6 +142,37 @@ def raw_error(url: str, inputs: dict[str, tuple[Any, str]]) -> str:
     return str(error)
 
 
+def openai_parts(grpc_url: str, repo: Path, question: str, log_path: Path) -> list[tuple[str, str, str]]:
+    """(reasoning_content, reasoning, content) of one question through the OpenAI API, non-streamed and
+    streamed."""
+    import openai
+
+    from swallow_trt.openai_api.server import start_api_process
+    from tests.fixtures.ports import free_port
+
+    api = start_api_process(grpc_url, repo, port=free_port(), model_name="tiny", log_path=log_path)
+    try:
+        client = openai.OpenAI(base_url=api.url + "/v1", api_key="none", max_retries=0, timeout=300)
+        messages = [{"role": "user", "content": question}]
+        whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4096)
+        message = whole.choices[0].message.model_dump()
+        out = [
+            (message.get("reasoning_content") or "", message.get("reasoning") or "", message["content"] or "")
+        ]
+        parts = {"reasoning_content": "", "reasoning": "", "content": ""}
+        for chunk in client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=4096, stream=True
+        ):
+            if chunk.choices:
+                delta = chunk.choices[0].delta.model_dump()
+                for name in parts:
+                    parts[name] += delta.get(name) or ""
+        out.append((parts["reasoning_content"], parts["reasoning"], parts["content"]))
+        return out
+    finally:
+        api.stop()
+
+
 @pytest.mark.parametrize(
     ("kind", "chat_format"), [("qwen3", "qwen3"), ("qwen3_moe", "qwen3"), ("gpt_oss", "harmony")]
 )
@@ -171,6 +202,7 @@ def test_reasoning_and_answer_stream_apart_and_exact(
         server.start(timeout_s=600)
         results = [converse(server.grpc_url, chat_format, c) for c in convos]
         first_question = convos[0][0][0]
+        api_parts = openai_parts(server.grpc_url, repo, first_question, tmp_path / "api.log")
         shown = cli("chat", "--url", server.grpc_url, "--json", first_question)
         wrong = ("--reasoning-effort", "high") if chat_format == "qwen3" else ("--no-think",)
         refused = cli("chat", "--url", server.grpc_url, *wrong, first_question)
@@ -195,6 +227,11 @@ def test_reasoning_and_answer_stream_apart_and_exact(
             assert not any(
                 m in "".join(answer) for m in ("<think>", "</think>", "<|channel|>", "<|message|>")
             )
+    # The OpenAI API returns the same split: reasoning as reasoning_content and reasoning, the answer in
+    # content, streamed (deltas) and not.
+    for reasoning_content, reasoning, content in api_parts:
+        assert (reasoning_content, content) == expected[0][0]
+        assert reasoning == reasoning_content
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout) == dict(zip(("reasoning", "content"), expected[0][0], strict=True))
     assert refused.exit_code == 2
