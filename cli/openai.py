@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from swallow_trt.cli.options import ApiKeyOpt, ApiModelNameOpt, CorsOriginOpt, MaxBodyOpt, MaxInFlightOpt
 from swallow_trt.cli.output import guarded
 
 HELP = """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, /health,
@@ -39,63 +40,26 @@ def openai(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", help="API processes (for many cores).")] = 1,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key", help="Key every /v1 route requires (default: SWALLOW_TRT_API_KEY; none: open)."
-        ),
-    ] = None,
-    max_body_bytes: Annotated[
-        int, typer.Option("--max-body-bytes", help="Largest request body accepted (413 above).")
-    ] = 1 << 20,
-    max_in_flight: Annotated[
-        int | None,
-        typer.Option(
-            "--max-in-flight",
-            help="Requests in flight plus queued before 429 (default: twice the engine's max batch size).",
-        ),
-    ] = None,
-    cors_origin: Annotated[
-        list[str] | None,
-        typer.Option("--cors-origin", help="Origin allowed by CORS (repeatable; default: none)."),
-    ] = None,
-    model_name: Annotated[
-        str | None,
-        typer.Option("--model-name", help="Model id /v1/models shows (default: the repository's name)."),
-    ] = None,
+    api_key: ApiKeyOpt = None,
+    max_body_bytes: MaxBodyOpt = None,
+    max_in_flight: MaxInFlightOpt = None,
+    cors_origin: CorsOriginOpt = None,
+    model_name: ApiModelNameOpt = None,
 ) -> None:
-    from swallow_trt.errors import EnvironmentProblem, UsageError
-    from swallow_trt.triton_repo.client import check_grpc_url
-
-    check_grpc_url(triton_url, "--triton-url")
-    if not 0 < port < 65536:
-        raise UsageError(f"--port {port} is not a port number", "pass 1-65535")
-    for flag, value in (
-        ("--workers", workers),
-        ("--max-body-bytes", max_body_bytes),
-        ("--max-in-flight", max_in_flight),
-    ):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}", f"pass a positive {flag}")
-    from swallow_trt.openai_api.app import ApiConfig
+    from swallow_trt.errors import EnvironmentProblem
     from swallow_trt.openai_api.deployment import read_deployment
-    from swallow_trt.openai_api.server import run
-    from swallow_trt.settings import load_settings
+    from swallow_trt.openai_api.server import api_config, check_api_limits, run
+    from swallow_trt.triton_repo.client import check_grpc_url
     from swallow_trt.triton_repo.server import port_in_use
 
+    check_grpc_url(triton_url, "--triton-url")
+    check_api_limits(port=port, workers=workers, max_body_bytes=max_body_bytes, max_in_flight=max_in_flight)
     read_deployment(repo, model_name)  # a bad repository is one line here, not a worker's traceback
     if port_in_use(host, port):
         raise EnvironmentProblem(
             f"port {port} on {host} is already in use", "stop what listens there, or pass another --port"
         )
-    config = ApiConfig(
-        triton_url=triton_url,
-        repo=str(repo.absolute()),
-        model_name=model_name,
-        api_key=api_key or load_settings().api_key,
-        max_body_bytes=max_body_bytes,
-        max_in_flight=max_in_flight,
-        cors_origins=tuple(cors_origin or ()),
-    )
+    config = api_config(triton_url, repo, model_name=model_name, api_key=api_key, max_body_bytes=max_body_bytes,
+                        max_in_flight=max_in_flight, cors_origins=tuple(cors_origin or ()))  # fmt: skip
     typer.echo(f"openai: serving http://{host}:{port}/v1 in front of Triton {triton_url}", err=True)
     run(config, host=host, port=port, workers=workers)

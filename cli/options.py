@@ -91,3 +91,36 @@ AllowPickleOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace outputs built from other inputs; skip the RAM/disk refusal.")
 ]
+
+# The OpenAI-compatible API's settings, for `openai` and for the API `serve` opens beside Triton.
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="Key every /v1 route of the OpenAI API requires (default: SWALLOW_TRT_API_KEY; none: open).",
+    ),
+]
+MaxBodyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-body-bytes", help="OpenAI API: largest request body accepted (413 above; default: 1 MiB)."
+    ),
+]
+MaxInFlightOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-in-flight",
+        help="OpenAI API: requests in flight plus queued before 429 (default: twice the engine's max "
+        "batch size).",
+    ),
+]
+CorsOriginOpt = Annotated[
+    list[str] | None,
+    typer.Option("--cors-origin", help="OpenAI API: origin allowed by CORS (repeatable; default: none)."),
+]
+ApiModelNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-name", help="Model id the OpenAI API's /v1/models shows (default: the repository's)."
+    ),
+]

@@ -9,8 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from swallow_trt.cli.options import (
+    ApiKeyOpt,
+    ApiModelNameOpt,
+    CorsOriginOpt,
     JsonOpt,
     KvOpt,
+    MaxBodyOpt,
+    MaxInFlightOpt,
     OutRootOpt,
     PpOpt,
     QformatOpt,
@@ -22,10 +27,11 @@ from swallow_trt.cli.output import emit_json, guarded, out
 if TYPE_CHECKING:
     from swallow_trt.triton_repo.server import TritonServer
 
-HELP = """Serve a model repository with Triton, print the endpoints, and stop cleanly on Ctrl-C / SIGTERM.
+HELP = """Serve a model repository with Triton and the OpenAI-compatible API, print the endpoints, and stop
+both cleanly on Ctrl-C / SIGTERM.
 
-Binds 127.0.0.1 unless --host says otherwise; a port that is already taken is refused before anything
-starts. A reference repository runs on the Triton server inside the nvidia-pytriton wheel (no system
+Binds 127.0.0.1 unless --host / --openai-host say otherwise; a port that is already taken is refused
+before anything starts. A reference repository runs on the Triton server inside the nvidia-pytriton wheel (no system
 tritonserver needed). An engine repository (tensorrtllm backend) runs on the system tritonserver of the
 Triton TensorRT-LLM image, one rank per GPU under mpirun (world size from the engine), after checking
 that the engine was built with this TensorRT-LLM/TensorRT and for this GPU's SM.
@@ -35,11 +41,20 @@ model of a dead one (the server runs with explicit model control, every model lo
 restarts the whole server when that fails or when the server exits, with a doubling back-off, and gives
 up (exit 1) after --max-restarts. Each of these steps is one line on stderr.
 
+Once Triton is ready, the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
+/health, /metrics; what `swallow-trt openai` runs on its own) opens in a child process on
+127.0.0.1:8000 (--openai-host, --openai-port; --no-openai: none). It streams tensorrt_llm over Triton's
+gRPC port, answers 503 while a restart is under way, and stops with the server. With --api-key (or
+SWALLOW_TRT_API_KEY) every /v1 route needs `Authorization: Bearer KEY`. Only for repositories with the
+chat and tensorrt_llm models (what `swallow-trt package` writes).
+
 Examples:
 
   swallow-trt serve --repo repo
 
-  swallow-trt serve --repo repo --host 0.0.0.0 --http-port 8000 --grpc-port 8001 --metrics-port 8002
+  SWALLOW_TRT_API_KEY=secret swallow-trt serve --repo repo --openai-host 0.0.0.0 --openai-port 8080
+
+  swallow-trt serve --repo repo --no-openai --host 0.0.0.0 --http-port 8000 --grpc-port 8001 --metrics-port 8002
 
 --runtime pytorch serves what `build --runtime pytorch` made for the same --model/--target/format:
 `trtllm-serve CHECKPOINT --extra_llm_api_options FILE` with the family's reasoning parser (qwen3 for
@@ -70,6 +85,21 @@ def serve(
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="Seconds to wait for every model.")
     ] = 600.0,
+    openai_host: Annotated[
+        str, typer.Option("--openai-host", help="Address the OpenAI API binds.")
+    ] = "127.0.0.1",
+    openai_port: Annotated[int, typer.Option("--openai-port", help="Port of the OpenAI API.")] = 8000,
+    no_openai: Annotated[
+        bool, typer.Option("--no-openai", help="Do not open the OpenAI-compatible API.")
+    ] = False,
+    openai_workers: Annotated[
+        int, typer.Option("--openai-workers", help="OpenAI API processes (for many cores).")
+    ] = 1,
+    api_key: ApiKeyOpt = None,
+    max_body_bytes: MaxBodyOpt = None,
+    max_in_flight: MaxInFlightOpt = None,
+    cors_origin: CorsOriginOpt = None,
+    model_name: ApiModelNameOpt = None,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", help="Server restarts allowed before serve gives up (0: none).")
     ] = 5,
@@ -120,14 +150,17 @@ def serve(
             "http": server.http_url,
             "grpc": server.grpc_url,
             "metrics": server.metrics_url,
+            **({"openai": api.url} if api is not None else {}),
             "log": str(server.log_path),
         }
         if as_json:
-            emit_json({"ready": True, **endpoints})
+            emit_json({"ready": True, **endpoints, **({"openai_model": model_id} if api else {})})
             return
-        out(f"Triton ready on {repo}")
+        out(f"Triton ready on {repo}" + (" (and the OpenAI API)" if api is not None else ""))
         for k, v in endpoints.items():
             out(f"  {k:<8} {v}")
+        if api is not None:
+            out(f"  model    {model_id}")
         out(f"try: swallow-trt chat --url {endpoints['grpc']} 'こんにちは'   (Ctrl-C stops the server)")
         sys.stdout.flush()  # a supervisor reading a pipe sees the endpoints now, not at exit
 
@@ -140,6 +173,19 @@ def serve(
         recovery=Recovery(ready_timeout_s=ready_timeout, max_restarts=max_restarts),
         on_event=on_event,
     )
-    run_until_stopped(server, ready_timeout_s=ready_timeout, on_ready=on_ready)
+    from swallow_trt.openai_api.server import ApiLaunch, api_applies
+
+    api, model_id = None, ""
+    if not no_openai and api_applies(info.repo):
+        api = ApiLaunch(info.repo, host=openai_host, port=openai_port, workers=openai_workers, api_key=api_key,
+                        model_name=model_name, max_body_bytes=max_body_bytes, max_in_flight=max_in_flight,
+                        cors_origins=tuple(cors_origin or ()), ready_timeout_s=ready_timeout)  # fmt: skip
+        model_id = api.check(
+            {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
+        )
+        for line in api.warnings():
+            on_event(line)
+    run_until_stopped(server, ready_timeout_s=ready_timeout, on_ready=on_ready,
+                      companion=api.companion() if api is not None else None)  # fmt: skip
     if not as_json:
         out("stopped")

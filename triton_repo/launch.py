@@ -1,7 +1,9 @@
 """From a repository to a running server: which backend its ``tensorrt_llm`` model uses, and for the
 TensorRT-LLM backend the checks before anything starts (a system tritonserver with the tensorrtllm
 backend, mpirun for more than one rank, an engine built for this runtime) and the rank count; then
-``run_until_stopped``, what ``swallow-trt serve`` does with the server."""
+``run_until_stopped``, what ``swallow-trt serve`` does with the server and, beside it, a companion process
+started once Triton is ready (the OpenAI API): it is stopped first, whatever ends the server. Nothing
+here knows what the companion is (``openai_api`` sits above ``triton_repo``)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,17 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+from swallow_trt.errors import EnvironmentProblem, StageFailed, SwallowTrtError, UsageError
 from swallow_trt.triton_repo.recovery import Recovery
-from swallow_trt.triton_repo.server import StopFlag, TritonInstall, TritonServer, find_tritonserver
+from swallow_trt.triton_repo.server import (
+    Interrupted,
+    StopFlag,
+    TritonInstall,
+    TritonServer,
+    find_tritonserver,
+)
 
 
 @dataclass(frozen=True)
@@ -115,32 +124,77 @@ def server_for(
     )
 
 
+class Companion(Protocol):
+    """A process that lives beside the server (the OpenAI API)."""
+
+    def failure(self) -> SwallowTrtError | None:
+        """The error to report once it has ended on its own; None while it runs."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+# Starts the companion in front of a ready server; polls the callable (True: a stop was asked for) while
+# it waits for the companion to answer.
+StartCompanion = Callable[[TritonServer, Callable[[], bool]], Companion]
+
+
+class CompanionInterrupted(Interrupted):
+    """A stop was asked for while the companion was starting (Triton was ready); both were stopped."""
+
+    def __init__(self, signum: int, what: str) -> None:
+        super().__init__(signum)
+        self.message = (
+            f"interrupted by {signal.Signals(signum).name} while {what} was starting; stopped it and Triton"
+        )
+        self.args = (self.message,)
+
+
 def run_until_stopped(
-    server: TritonServer, *, ready_timeout_s: float, on_ready: Callable[[TritonServer], None]
+    server: TritonServer,
+    *,
+    ready_timeout_s: float,
+    on_ready: Callable[[TritonServer], None],
+    companion: StartCompanion | None = None,
+    companion_name: str = "the OpenAI API",
 ) -> int:
-    """Start ``server``, call ``on_ready``, and keep it until SIGINT or SIGTERM; then stop it. Returns
-    the signal that ended it. A signal during start-up stops the server at once and raises Interrupted
-    (exit 128 + signal); a watcher that gave up raises its error; a server without a watcher that
-    exits on its own raises StageFailed. Installs its signal handlers for its own duration (main thread
-    only)."""
+    """Start ``server``, then ``companion`` (when given), call ``on_ready``, and keep them until SIGINT or
+    SIGTERM; then stop the companion and the server. Returns the signal that ended it. A signal during
+    start-up stops everything at once and raises Interrupted (exit 128 + signal); a watcher that gave up
+    or a companion that exited raises its error; a server without a watcher that exits on its own raises
+    StageFailed. The companion outlives Triton restarts by the watcher. Installs its signal handlers for
+    its own duration (main thread only)."""
     flag = StopFlag()
 
     def on_signal(signum: int, frame: object) -> None:
         flag.set(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started: Companion | None = None
     try:
         server.start(timeout_s=ready_timeout_s, stop=flag)
+        if companion is not None:
+            try:
+                started = companion(server, flag.is_set)
+            except SwallowTrtError:
+                if flag.signum is not None:
+                    raise CompanionInterrupted(flag.signum, companion_name) from None
+                raise
         on_ready(server)
         while not flag.wait(0.5):
             if server.failure is not None:
                 raise server.failure
+            if started is not None and (failure := started.failure()) is not None:
+                raise failure
             if server.recovery is None and not server.running:
                 raise StageFailed(
                     f"the Triton server exited on its own (code {server.returncode})",
                     f"see its log: {server.log_path}",
                 )
     finally:
+        # The companion first: its clients are told the service is going before Triton is.
+        if started is not None:
+            started.stop()
         server.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -1,9 +1,12 @@
 """package -> serve -> chat through the real CLI and a real Triton server; a stub killed under serve is
-reloaded (one line on stderr); clean stop on SIGINT, also during start-up; a taken port refused before
-anything starts."""
+reloaded (one line on stderr); the OpenAI API serve opens beside Triton answers the real ``openai``
+client, says 503 while Triton is down and follows a restart by the watcher; clean stop on SIGINT, also
+during start-up, with no process left; a taken port (Triton's or the API's) refused before anything
+starts; --no-openai opens nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,14 +15,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("torch")
+openai = pytest.importorskip("openai")
 
-from tests.fixtures.tiny import make_checkpoint, make_tokenizer
+from tests.fixtures.tiny import make_checkpoint, make_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +61,38 @@ def _wait_for_line(lines: list[str], pattern: str, timeout_s: float) -> str:
     return found[0]
 
 
+def _status(url: str | urllib.request.Request) -> int:
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _check_api(base_url: str, key: str | None) -> None:
+    """The real openai client against the API serve opened: a Japanese chat streamed and not, same text."""
+    client = openai.OpenAI(base_url=base_url, api_key=key or "none", max_retries=0, timeout=300)
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": "日本で一番高い山は何ですか？"}]
+    whole = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
+    chunks = list(client.chat.completions.create(model=model, messages=messages, max_tokens=12,
+                                                 temperature=0, stream=True))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens > 0
+    if key is not None:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
+
+
 def test_package_serve_chat_and_stop(tmp_path: Path) -> None:
     # Named like a registry model so the registry supplies the Llama-3 chat format and <|eot_id|> stop.
     ckpt = make_checkpoint(
@@ -68,10 +106,12 @@ def test_package_serve_chat_and_stop(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "already exists" in again.stderr
 
-    port = free_port()
-    env = dict(os.environ, SWALLOW_TRT_HOME=str(tmp_path))
+    port, api_port = free_port(), free_port()
+    # The key from the environment, as a deployment would set it (never on a command line).
+    env = dict(os.environ, SWALLOW_TRT_HOME=str(tmp_path), SWALLOW_TRT_API_KEY="sk-serve-test")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "swallow_trt.cli.main", "serve", "--repo", str(repo), "--grpc-port", str(port)],
+        [sys.executable, "-m", "swallow_trt.cli.main", "serve", "--repo", str(repo), "--grpc-port", str(port),
+         "--openai-port", str(api_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     errors: list[str] = []
@@ -89,6 +129,9 @@ def test_package_serve_chat_and_stop(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
         assert any(f"127.0.0.1:{port}" in line for line in seen), seen
         assert all("0.0.0.0" not in line for line in seen)
+        base_url = f"http://127.0.0.1:{api_port}/v1"
+        assert any(line.split() == ["openai", base_url] for line in seen), seen
+        _check_api(base_url, "sk-serve-test")
         answer = cli(
             "chat", "--url", f"127.0.0.1:{port}", "--max-tokens", "12", "日本で一番高い山は？", home=tmp_path
         )
@@ -104,7 +147,9 @@ def test_package_serve_chat_and_stop(tmp_path: Path) -> None:
         bad = cli("chat", "--url", f"127.0.0.1:{port}", "--max-tokens", "4", "   ", home=tmp_path)
         assert bad.returncode == 2
         assert "the prompt is empty" in bad.stderr
+        _api_follows_a_restart(serve, repo, f"http://127.0.0.1:{api_port}", errors)
     finally:
+        serve.send_signal(signal.SIGCONT)  # in case the restart check stopped it
         serve.send_signal(signal.SIGINT)
         rest, _ = serve.communicate(timeout=60)
         reader.join(10)
@@ -113,7 +158,43 @@ def test_package_serve_chat_and_stop(tmp_path: Path) -> None:
     assert rest.strip().endswith("stopped")
     assert "Traceback" not in err
     left = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True)
-    assert left.stdout.strip() == "", "a server or stub outlived serve"
+    # The API child's command line names the repository too (--repo): it is gone with Triton's.
+    assert left.stdout.strip() == "", "a server, stub or the API outlived serve"
+    assert not _listening(api_port)
+
+
+def _api_follows_a_restart(serve: subprocess.Popen[str], repo: Path, api: str, errors: list[str]) -> None:
+    """Triton killed under serve: the API says 503 while it is down, and answers again, on the same gRPC
+    port, once the watcher has restarted it. serve is held stopped (SIGSTOP) while Triton is dead, so the
+    503s are seen for certain rather than raced against the restart."""
+    (triton,) = _pids(f"tritonserver .*--model-repository={repo} ")
+    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "こんにちは"}]}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-serve-test"}
+    serve.send_signal(signal.SIGSTOP)
+    try:
+        os.kill(triton, signal.SIGKILL)
+        # Its parent (serve) is stopped, so it stays a zombie, its sockets already closed.
+        while _state(triton) not in ("Z", None):
+            time.sleep(0.1)
+        assert _status(f"{api}/health") == 503
+        post = urllib.request.Request(f"{api}/v1/chat/completions", data=body, headers=headers, method="POST")
+        assert _status(post) == 503
+    finally:
+        serve.send_signal(signal.SIGCONT)
+    _wait_for_line(errors, r"^serve: Triton restarted, ready in", 600)
+    deadline = time.monotonic() + 120  # gRPC reconnects within its back-off; a bound against a hang
+    while _status(f"{api}/health") != 200:
+        assert time.monotonic() < deadline, "the API did not recover after Triton's restart"
+        time.sleep(0.5)
+    _check_api(f"{api}/v1", "sk-serve-test")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
 
 
 def test_cli_refusals(tmp_path: Path) -> None:
@@ -192,21 +273,113 @@ def test_ctrl_c_during_start_up_stops_at_once(tmp_path: Path) -> None:
     assert _pids(str(repo)) == [], "a server or stub outlived serve"
 
 
-def test_port_in_use_is_refused_before_launch(tmp_path: Path) -> None:
-    repo = _slow_repo(tmp_path / "repo")
+def _trivial_repo(root: Path) -> Path:
+    """chat and tensorrt_llm models that load at once and do nothing: a repository serve would open the
+    API for, without the cost of a real one."""
+    for name in ("chat", "tensorrt_llm"):
+        (root / name / "1").mkdir(parents=True)
+        config = SLOW_CONFIG.replace('name: "slow"', f'name: "{name}"')
+        if name == "chat":
+            config += 'parameters { key: "tokenizer_dir" value { string_value: "tokenizer" } }\n'
+        (root / name / "config.pbtxt").write_text(config.lstrip())
+        (root / name / "1" / "model.py").write_text(SLOW_MODEL.replace("time.sleep(3600)", "pass").lstrip())
+    return root
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--metrics-port", "the metrics port {port} on 127.0.0.1 is already in use — stop what listens there, "
+         "or choose another with --metrics-port (leave it out for a free one)"),
+        ("--openai-port", "the OpenAI API port {port} on 127.0.0.1 is already in use — stop what listens "
+         "there, or choose another with --openai-port (or --no-openai)"),
+    ],
+)  # fmt: skip
+def test_port_in_use_is_refused_before_launch(tmp_path: Path, flag: str, message: str) -> None:
+    repo = _trivial_repo(tmp_path / "repo")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        busy = cli("serve", "--repo", str(repo), "--metrics-port", str(port), home=tmp_path, timeout=120)
+        # Never the default 8000 for the API: something else on this machine may hold it.
+        api = () if flag == "--openai-port" else ("--openai-port", str(free_port()))
+        busy = cli("serve", "--repo", str(repo), flag, str(port), *api, home=tmp_path, timeout=120)
     assert busy.returncode == 3, busy.stderr
-    assert busy.stderr.splitlines() == [
-        f"error: the metrics port {port} on 127.0.0.1 is already in use — stop what listens there, or "
-        "choose another with --metrics-port (leave it out for a free one)"
-    ]
+    assert busy.stderr.splitlines() == ["error: " + message.format(port=port)]
     # Refused before any launch: no server log was opened, and no process of this repository ran.
     assert not (tmp_path / "triton-logs").exists() or not any((tmp_path / "triton-logs").iterdir())
     assert _pids(str(repo)) == []
-    same = cli("serve", "--repo", str(repo), "--http-port", "8123", "--grpc-port", "8123", home=tmp_path)
+    same = cli("serve", "--repo", str(repo), "--http-port", "8123", "--grpc-port", "8123", "--no-openai",
+               home=tmp_path)  # fmt: skip
     assert same.returncode == 2
     assert "the same port is given for two endpoints" in same.stderr
+    shared = cli("serve", "--repo", str(repo), "--grpc-port", "8123", "--openai-port", "8123", home=tmp_path)
+    assert shared.returncode == 2
+    assert shared.stderr.startswith("error: --openai-port 8123 is also --grpc-port"), shared.stderr
+
+
+def test_no_openai_opens_nothing(tmp_path: Path) -> None:
+    repo = _trivial_repo(tmp_path / "repo")
+    api_port = free_port()
+    env = dict(os.environ, SWALLOW_TRT_HOME=str(tmp_path))
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "swallow_trt.cli.main", "serve", "--repo", str(repo), "--no-openai",
+         "--openai-port", str(api_port), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        text = ""
+        for line in serve.stdout:  # blocks until serve is ready (or ends); the JSON spans lines
+            text += line
+            if line.rstrip() == "}":
+                break
+        ready = json.loads(text)
+        assert ready["ready"] is True
+        assert "openai" not in ready
+        assert not _listening(api_port)
+        assert _pids(f"openai --triton-url .*--repo {repo}") == []
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.communicate(timeout=60)
+    assert serve.returncode == 0
+    assert _pids(str(repo)) == []
+
+
+def test_ctrl_c_stops_triton_and_the_api(tmp_path: Path) -> None:
+    """serve's loop in-process (what the CLI runs): the API opens once Triton is ready, answers the openai
+    client, and SIGINT ends both with no process left."""
+    from swallow_trt.openai_api.server import ApiLaunch, ApiProcess
+    from swallow_trt.triton_repo.launch import inspect_repo, run_until_stopped, server_for
+    from swallow_trt.triton_repo.recovery import Recovery
+    from swallow_trt.triton_repo.server import TritonServer, leftover_processes
+    from tests.fixtures.schedule_repo import schedule_repo
+
+    params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "false"}
+    repo = schedule_repo(tmp_path, params, max_batch_size=8)
+    server = server_for(inspect_repo(repo), recovery=Recovery())
+    api = ApiLaunch(repo, port=free_port(), log_path=tmp_path / "api.log")
+    assert api.check({}) == repo.name
+    started: list[ApiProcess] = []
+    order: list[str] = []
+
+    def companion(triton: TritonServer, stop: Callable[[], bool]) -> ApiProcess:
+        assert triton.model_ready("tensorrt_llm")  # the API starts after Triton is ready
+        started.append(api.companion()(triton, stop))
+        return started[-1]
+
+    def on_ready(triton: TritonServer) -> None:
+        order.append("ready")
+        _check_api(api.url, None)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
+
+    assert (
+        run_until_stopped(server, ready_timeout_s=600, on_ready=on_ready, companion=companion)
+        == signal.SIGINT
+    )
+    assert order == ["ready"]
+    assert leftover_processes(server) == []
+    (proc,) = started
+    assert proc.proc.poll() is not None
+    assert _pids(f"openai --triton-url .*--repo {repo}") == []
+    assert not _listening(api.port)
