@@ -48,7 +48,7 @@ import triton_python_backend_utils as pb_utils
 
 CANCEL_CHECK_S = 0.05
 RETIRE_S = 2.0  # how long a finished BLS iterator stays referenced (the stub's clean-up runs meanwhile)
-DEFAULT_MAX_STREAMS = 512  # pool threads: one per stream waiting for its next response
+DEFAULT_MAX_STREAMS = 1024  # pool threads: two per open stream (its async_exec, its response pump)
 _END = object()
 
 
@@ -69,8 +69,15 @@ class TritonPythonModel:
         workers = int(params.get("max_streams") or DEFAULT_MAX_STREAMS)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-next")
         self.retired = collections.deque()  # (due, objects): released on the event-loop thread
+        self.executor_set = False
 
     async def execute(self, requests):
+        if not self.executor_set:
+            # async_exec runs on the event loop's default executor, and holds one of its threads while
+            # the BLS stream is open: asyncio's default (cpu count + 4 threads) capped each instance at
+            # 6 concurrent streams on 2 cores. The stub's loop gets this model's pool instead.
+            asyncio.get_running_loop().set_default_executor(self.pool)
+            self.executor_set = True
         await asyncio.gather(*(self._serve(request) for request in requests))
         return None
 
