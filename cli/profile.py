@@ -15,14 +15,16 @@ if TYPE_CHECKING:
     from swallow_trt.profiler.perf_report import Point
 
 HELP = """Measure TTFT, TPOT, chunk gaps, end-to-end latency, output tokens/s, requests/s and goodput of a
-served model over gRPC streaming, at several load points.
+served model over gRPC streaming (or an OpenAI-compatible API with --api openai), at several load points.
 
 Closed loop (--concurrency: that many requests always in flight) or open loop (--request-rate: Poisson
 arrivals; latencies count from each request's scheduled time, so queueing is not hidden). Prompts have
 exactly --input-tokens tokens of Japanese text (the model's tokenizer; --dataset), and the output length
 is forced to --output-tokens where the model allows it. Writes profile.json and requests.csv (every
 request's timestamps) and PNG plots under --out. Targets: tensorrt_llm (token ids: engine time only),
-chat (streaming chat model) and ensemble. Definitions of every figure: README, "Profiling".
+chat (streaming chat model) and ensemble; with --api openai, streaming chat completions (SSE) of the
+API's model (--repo: the repository it serves, for its chat format and tokenizer; the key, if any, from
+SWALLOW_TRT_API_KEY). Definitions of every figure: README, "Profiling".
 
 Examples:
 
@@ -33,15 +35,29 @@ Examples:
   swallow-trt profile --model ensemble --concurrency 8 --input-tokens 1024 --output-tokens 128 --dataset prompts.jsonl
 
   swallow-trt profile --model tensorrt_llm --concurrency 1,8 --plan-model 8b --target hopper --fp8 --out prof/8b
+
+  swallow-trt profile --api openai --url http://127.0.0.1:8000 --repo REPO --concurrency 1,16,64
 """
 
 
 @guarded
 def profile(
-    url: Annotated[str, typer.Option("--url", help="Triton gRPC address HOST:PORT.")] = "127.0.0.1:8001",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="Triton gRPC HOST:PORT (default 127.0.0.1:8001); --api openai: http://HOST:PORT."
+        ),
+    ] = None,
+    api: Annotated[
+        str,
+        typer.Option("--api", help="triton (gRPC) or openai (an OpenAI-compatible API, default :8000)."),
+    ] = "triton",
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Served model: tensorrt_llm, chat or ensemble.")
-    ] = "tensorrt_llm",
+        str | None,
+        typer.Option(
+            "--model", "-m", help="tensorrt_llm (default), chat or ensemble; --api openai: the API's model."
+        ),
+    ] = None,
     concurrency: Annotated[
         str | None,
         typer.Option("--concurrency", "-c", help="Closed loop: requests in flight, e.g. 1,4,16,64."),
@@ -120,7 +136,7 @@ def profile(
     from datetime import datetime
 
     from swallow_trt.errors import UsageError
-    from swallow_trt.profiler.run import ProfileSpec, choose_mode, run_profile, summary_json
+    from swallow_trt.profiler.run import DEFAULT_MODEL, ProfileSpec, choose_mode, run_profile, summary_json
 
     mode, levels = choose_mode(concurrency, request_rate)
     plan = None
@@ -136,9 +152,10 @@ def profile(
             "add --plan-model MODEL",
         )
     spec = ProfileSpec(
-        url=url, model=model, mode=mode, levels=levels, input_tokens=input_tokens, output_tokens=output_tokens,
+        api=api,  # type: ignore[arg-type]  # the spec refuses anything but triton and openai
+        url=url or "", model=model or "", mode=mode, levels=levels, input_tokens=input_tokens, output_tokens=output_tokens,
         dataset=dataset, num_requests=num_requests, duration_s=duration, warmup=warmup, seed=seed,
-        out=out_dir or Path(f"profile-{model}-{datetime.now():%Y%m%d-%H%M%S}"), tokenizer=tokenizer, repo=repo,
+        out=out_dir or Path(f"profile-{model or DEFAULT_MODEL.get(api) or api}-{datetime.now():%Y%m%d-%H%M%S}"), tokenizer=tokenizer, repo=repo,
         slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, workers=workers, ramp_up_s=ramp_up, request_timeout_s=request_timeout,
         plan=plan, plots=not no_plots,
     )  # fmt: skip
@@ -154,7 +171,7 @@ def profile(
     from swallow_trt.profiler.perf_report import overview_rows
 
     headers, rows = overview_rows(result.points)
-    out(table(f"{model}: {input_tokens} input / {output_tokens} output tokens (ms)", headers, rows,
+    out(table(f"{result.meta['model']}: {input_tokens} input / {output_tokens} output tokens (ms)", headers, rows,
               right=set(range(1, len(headers)))))  # fmt: skip
     for f in result.files:
         out(f"wrote {f}")

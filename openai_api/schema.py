@@ -72,6 +72,9 @@ class _Sampling(_Strict):
     frequency_penalty: Penalty = None
     repetition_penalty: Annotated[float | None, Field(gt=0, le=100)] = None
     min_tokens: Annotated[int | None, Field(ge=0, le=MAX_TOKENS_LIMIT)] = None
+    # vLLM's extension, as the chat model's input: no end token and no family stop word ends the
+    # output, so a benchmark (``swallow-trt profile --api openai``, AIPerf) can force its length.
+    ignore_eos: bool = False
     stop: str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -212,8 +212,9 @@ class TextService:
         if min_tokens > max_tokens:
             raise invalid(f"min_tokens {min_tokens} exceeds the max tokens {max_tokens}", "min_tokens")
         stops = request.stops()
-        family = list(self.d.stop_words)
-        end_id = -1 if self.d.end_id is None else self.d.end_id
+        # ignore_eos as the chat model takes it: the family's stop words are its end-of-turn tokens.
+        family = [] if request.ignore_eos else list(self.d.stop_words)
+        end_id = -1 if request.ignore_eos or self.d.end_id is None else self.d.end_id
         inputs = [
             ("input_ids", np.array([ids], dtype=np.int32)),
             ("input_lengths", np.array([[len(ids)]], dtype=np.int32)),

@@ -20,6 +20,10 @@ response (``tensorrt_llm``, ``ensemble``; ``output_ids`` length if absent), or t
 ``num_output_tokens`` (``chat``). Error responses carry no request id in tritonclient's stream callback,
 so a worker attributes them to its unfinished requests in order; a broken stream fails every request
 still in flight.
+
+The ``openai`` target (an OpenAI-compatible API, ``--api openai``) runs the same jobs over HTTP/1.1 and
+server-sent events instead (:mod:`swallow_trt.profiler.openai_client`, asyncio in the same processes),
+into the same records.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["tensorrt_llm", "chat", "ensemble"]
+Kind = Literal["tensorrt_llm", "chat", "ensemble", "openai"]
 COUNT_OUTPUT: dict[str, tuple[str, bool]] = {  # kind -> (output carrying the count, cumulative?)
     "tensorrt_llm": ("sequence_length", False),
     "ensemble": ("sequence_length", False),
@@ -56,7 +60,7 @@ class Target:
     def forced_length(self) -> bool:
         """Whether the output length can be forced (min tokens, no end token)."""
         need = {"tensorrt_llm": {"min_tokens", "end_id"}, "chat": {"min_tokens", "ignore_eos"},
-                "ensemble": {"min_tokens", "end_id"}}[self.kind]  # fmt: skip
+                "ensemble": {"min_tokens", "end_id"}, "openai": {"min_tokens", "ignore_eos"}}[self.kind]  # fmt: skip
         return need <= self.inputs
 
 
@@ -325,15 +329,28 @@ def _run_job(
 
 
 def worker_main(
-    conn: Any, worker: int, url: str, target: Target, prompts: list[Any], output_tokens: int
-) -> None:
+    conn: Any, worker: int, url: str, target: Target, prompts: list[Any], output_tokens: int,
+    api_key: str | None = None,
+) -> None:  # fmt: skip
     """A client process: build every prompt's inputs once, then run jobs until told to exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells us to stop
     try:
-        import tritonclient.grpc as grpcclient
+        if target.kind == "openai":
+            from swallow_trt.profiler import openai_client as oai
 
-        client = grpcclient.InferenceServerClient(url)
-        inputs = [_infer_inputs(request_tensors(target, p, output_tokens)) for p in prompts]
+            endpoint = oai.parse_http_url(url)
+            forced = target.forced_length()
+            requests = [
+                oai.http_request(endpoint, oai.CHAT_PATH, oai.chat_body(target.name, p, output_tokens, forced),
+                                 api_key)
+                for p in prompts
+            ]  # fmt: skip
+            client: Any = None
+        else:
+            import tritonclient.grpc as grpcclient
+
+            client = grpcclient.InferenceServerClient(url)
+            inputs = [_infer_inputs(request_tensors(target, p, output_tokens)) for p in prompts]
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -358,11 +375,15 @@ def worker_main(
         if msg[0] == "exit":
             break
         stop.clear()
-        result = _run_job(client, target, inputs, msg[1], stop)
+        if client is None:
+            result = oai.run_job(endpoint, requests, msg[1], stop)
+        else:
+            result = _run_job(client, target, inputs, msg[1], stop)
         result.worker = worker
         conn.send(("result", result))
-    with contextlib.suppress(Exception):
-        client.close()
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,7 +394,7 @@ class WorkerPool:
     """``n`` client processes, started once and reused for every load point."""
 
     def __init__(self, n: int, url: str, target: Target, prompts: list[Any], output_tokens: int,
-                 start_timeout_s: float = 120) -> None:  # fmt: skip
+                 start_timeout_s: float = 120, api_key: str | None = None) -> None:  # fmt: skip
         import multiprocessing as mp
 
         from swallow_trt.errors import StageFailed
@@ -384,7 +405,7 @@ class WorkerPool:
         for w in range(n):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
-                target=worker_main, args=(child, w, url, target, prompts, output_tokens), daemon=True,
+                target=worker_main, args=(child, w, url, target, prompts, output_tokens, api_key), daemon=True,
                 name=f"swallow-trt-profile-{w}",
             )  # fmt: skip
             proc.start()

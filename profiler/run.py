@@ -6,7 +6,8 @@ Definitions (the README quotes these; every figure is per request unless it says
   arrivals drawn in advance, so a slow server cannot slow the arrivals down and queueing is not hidden,
   i.e. no coordinated omission); its actual send time in closed-loop mode (``--concurrency``: that
   many requests in flight, all starting at once, or spread over ``--ramp-up`` seconds).
-- **TTFT**: start -> the first response that carries at least one output token.
+- **TTFT**: start -> the first response that carries at least one output token (``--api openai``: the
+  first SSE chunk with output text).
 - **E2E latency**: start -> the response carrying the last output token.
 - **TPOT** (time per output token): (E2E latency - TTFT) / (output tokens - 1). GenAI-Perf and AIPerf
   call this "inter-token latency" (ITL).
@@ -14,8 +15,9 @@ Definitions (the README quotes these; every figure is per request unless it says
   benchmark calls this "ITL"; with several tokens per response it differs from TPOT, so it is reported
   separately under its own name.
 - **output tokens**: counted from the server's own figures (``sequence_length`` per response for the
-  ``tensorrt_llm`` model and the ensemble, the cumulative ``num_output_tokens`` for the chat model),
-  never by re-tokenising text.
+  ``tensorrt_llm`` model and the ensemble, the cumulative ``num_output_tokens`` for the chat model, the
+  ``usage`` of the last chunk (``stream_options.include_usage``) for an OpenAI API), never by
+  re-tokenising text.
 - **requests/s, output tokens/s**: completed requests and their output tokens over the load point's
   window (first start -> last final response).
 - **goodput**: requests/s of the requests that met ``--slo-ttft-ms`` and ``--slo-tpot-ms``.
@@ -59,6 +61,9 @@ if TYPE_CHECKING:
     from swallow_trt.profiler.prompts import PromptSet
 
 Mode = Literal["closed", "open"]
+Api = Literal["triton", "openai"]
+DEFAULT_URL: dict[str, str] = {"triton": "127.0.0.1:8001", "openai": "http://127.0.0.1:8000"}
+DEFAULT_MODEL: dict[str, str] = {"triton": "tensorrt_llm", "openai": ""}  # "": the first the API lists
 STREAMS_PER_PROCESS = 16  # default client processes: one per this many concurrent streams
 RATE_PER_PROCESS = 8.0  # ... or per this many requests/s (open loop)
 START_DELAY_NS = 150_000_000  # the workers get their job this long before t0
@@ -108,8 +113,19 @@ class ProfileSpec:
     request_timeout_s: float = 300.0
     plan: PlanRequest | None = None
     plots: bool = True
+    api: Api = "triton"  # Triton's gRPC (url HOST:PORT), or an OpenAI-compatible API (url http://HOST:PORT)
+    api_key: str | None = None  # openai: sent as a bearer token (default: SWALLOW_TRT_API_KEY)
 
     def __post_init__(self) -> None:
+        if self.api not in DEFAULT_URL:
+            raise UsageError(
+                f"--api {self.api!r} is neither triton nor openai", "pass --api triton or --api openai"
+            )
+        # Frozen: the API's defaults are filled in once, here.
+        if not self.url:
+            object.__setattr__(self, "url", DEFAULT_URL[self.api])
+        if not self.model and self.api == "triton":
+            object.__setattr__(self, "model", DEFAULT_MODEL[self.api])
         positive: dict[str, float | None] = {
             "--input-tokens": self.input_tokens, "--output-tokens": self.output_tokens,
             "--num-requests": self.num_requests, "--duration": self.duration_s, "--workers": self.workers,
@@ -134,7 +150,17 @@ class ProfileSpec:
             raise UsageError("--num-requests and --duration both given", "choose one of them")
         if not self.levels:
             raise UsageError("no load points", "pass --concurrency 1,4,16 or --request-rate 2,8")
-        check_grpc_url(self.url)
+        if self.api == "openai":
+            from swallow_trt.profiler.openai_client import parse_http_url
+
+            parse_http_url(self.url)
+        elif "://" in self.url:
+            raise UsageError(
+                f"--url {self.url!r} is not HOST:PORT (Triton's gRPC endpoint) but a URL",
+                "to profile an OpenAI-compatible API add --api openai; for Triton pass e.g. --url 127.0.0.1:8001",
+            )
+        else:
+            check_grpc_url(self.url)
         output_dir(self.out)
 
     def requests_for(self, level: float) -> int | None:
@@ -234,15 +260,62 @@ def discover(url: str, model: str) -> Served:
     notes = []
     if not target.forced_length():
         notes.append(f"{model} cannot force the output length (no min_tokens/end control): counts may vary")
-    params = _params(chat_config) if chat_config else {}
-    tok = params.get("tokenizer_dir")
+    return _served(target, _params(chat_config) if chat_config else {}, notes)
+
+
+def _served(target: Target, chat_params: dict[str, str], notes: list[str]) -> Served:
+    """``target`` with what its prompts need from the chat model's parameters."""
+    tok = chat_params.get("tokenizer_dir")
     return Served(
         target=target,
         tokenizer_dir=Path(tok) if tok else None,
-        chat_format=params.get("chat_format") or "none",
-        system_prompt=params.get("system_prompt") or None,
+        chat_format=chat_params.get("chat_format") or "none",
+        system_prompt=chat_params.get("system_prompt") or None,
         notes=tuple(notes),
     )
+
+
+def _repo_chat_parameters(repo: Path) -> dict[str, str]:
+    """The served repository's chat model parameters: the text side the OpenAI API uses too (chat format,
+    system prompt, tokenizer)."""
+    from swallow_trt.triton_repo.configs import from_pbtxt
+
+    path = repo / "chat" / "config.pbtxt"
+    if not path.is_file():
+        raise UsageError(
+            f"{path} is missing: --repo must be the repository the API serves",
+            "pass the directory given to `swallow-trt serve --repo` / `swallow-trt openai --repo`",
+        )
+    try:
+        config = from_pbtxt(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # protobuf's ParseError and friends
+        raise UsageError(f"{path} does not parse: {exc}", "re-create it with `swallow-trt package`") from None
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
+def discover_openai(spec: ProfileSpec) -> Served:
+    """The API's model and whether it can force the output length; the chat format and system prompt the
+    API renders prompts with, from the served repository (``--repo``), so prompts have the exact length."""
+    from swallow_trt.profiler.openai_client import discover_api, parse_http_url
+
+    if spec.repo is None:
+        raise UsageError(
+            "--api openai needs the served repository for exact-length prompts (its chat format)",
+            "pass --repo REPO (the directory the API serves)",
+        )
+    params = _repo_chat_parameters(spec.repo)
+    info = discover_api(parse_http_url(spec.url), spec.model, spec.api_key)
+    notes = ["the OpenAI API reports token counts in its usage chunk only: chunk_tokens are not known"]
+    if not info.forced:
+        notes.append(
+            f"{spec.url} does not take min_tokens/ignore_eos (its /openapi.json lists neither): "
+            "the output length is not forced, counts may vary"
+        )
+    target = Target(
+        name=info.model, kind="openai", batched=False,
+        inputs=frozenset({"min_tokens", "ignore_eos"} if info.forced else ()),
+    )  # fmt: skip
+    return _served(target, params, notes)
 
 
 def make_prompts(spec: ProfileSpec, served: Served, n_prompts: int) -> tuple[PromptSet, str]:
@@ -263,7 +336,7 @@ def make_prompts(spec: ProfileSpec, served: Served, n_prompts: int) -> tuple[Pro
             )
         directory = found
     tokenizer = load_tokenizer(directory)
-    mode = {"tensorrt_llm": "ids", "ensemble": "raw", "chat": "chat"}[served.target.kind]
+    mode = {"tensorrt_llm": "ids", "ensemble": "raw", "chat": "chat", "openai": "chat"}[served.target.kind]
     prompts = build_prompts(
         tokenizer, texts, mode=mode, n_tokens=spec.input_tokens, n_prompts=n_prompts,  # type: ignore[arg-type]
         seed=spec.seed, chat_format=served.chat_format, system_prompt=served.system_prompt,
@@ -365,7 +438,13 @@ def run_profile(
     written and KeyboardInterrupt re-raised."""
     say = progress or (lambda _m: None)
     floors = {level: roofline_floors(spec, level) for level in spec.levels}  # bad plan input fails first
-    served = discover(spec.url, spec.model)
+    if spec.api == "openai":
+        from swallow_trt.settings import load_settings
+
+        spec = replace(spec, api_key=spec.api_key or load_settings().api_key)
+        served = discover_openai(spec)
+    else:
+        served = discover(spec.url, spec.model)
     counts = [spec.requests_for(level) for level in spec.levels]
     pool_size = max((c or 256) for c in counts)
     prompts, tokenizer_dir = make_prompts(spec, served, pool_size)
@@ -373,7 +452,8 @@ def run_profile(
     meta: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "url": spec.url,
-        "model": spec.model,
+        "api": spec.api,
+        "model": served.target.name,
         "target_kind": served.target.kind,
         "mode": spec.mode,
         "levels": list(spec.levels),
@@ -396,8 +476,11 @@ def run_profile(
     timeout_ns = int(spec.request_timeout_s * 1e9)
     slo = Slo(spec.slo_ttft_ms, spec.slo_tpot_ms)
     base_ns = 0
-    say(f"starting {n_workers} client process(es) for {spec.model} ({served.target.kind}) at {spec.url}")
-    with WorkerPool(n_workers, spec.url, served.target, list(prompts.items), spec.output_tokens) as pool:
+    say(
+        f"starting {n_workers} client process(es) for {served.target.name} ({served.target.kind}) at {spec.url}"
+    )
+    with WorkerPool(n_workers, spec.url, served.target, list(prompts.items), spec.output_tokens,
+                    api_key=spec.api_key) as pool:  # fmt: skip
         if spec.warmup:
             say(f"warm-up: {spec.warmup} request(s)")
             t0 = time.monotonic_ns() + START_DELAY_NS

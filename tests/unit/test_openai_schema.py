@@ -110,3 +110,41 @@ def test_completion_refusals() -> None:
         refused(json.dumps({"model": "m", "prompt": "x", "best_of": 3}).encode(), CompletionRequest).param
         == "best_of"
     )
+
+
+def test_min_tokens_and_ignore_eos_extensions(tmp_path: Any) -> None:
+    """vLLM's extensions, mapped as the chat model maps them: ``min_tokens`` onto tensorrt_llm's own input,
+    ``ignore_eos`` onto ``end_id`` -1 with the family's stop words dropped (the request's own stay)."""
+    pytest.importorskip("transformers")
+    from swallow_trt.openai_api.deployment import Deployment
+    from swallow_trt.openai_api.service import TextService
+    from tests.fixtures.tiny import make_tokenizer
+
+    assert parse(ChatRequest, body()).ignore_eos is False
+    assert refused(body(ignore_eos="yes")).param == "ignore_eos"
+    assert refused(body(min_tokens=-1)).param == "min_tokens"
+    tok = make_tokenizer("llama31")
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    deployment = Deployment(
+        repo=tmp_path, model_id="m", aliases=(), tokenizer_dir=tmp_path, chat_format="llama3", system_prompt=None,
+        end_id=eot, stop_words=("<|eot_id|>",), max_input_len=256, default_max_tokens=64, max_seq_len=512,
+        max_batch_size=8, guided=False,
+    )  # fmt: skip
+    service = TextService(deployment, engine=None, tokenizer=tok)  # type: ignore[arg-type]  # prepare() never reaches it
+
+    def prepared(**kw: Any) -> tuple[dict[str, Any], list[str]]:
+        p = service.prepare(parse(ChatRequest, body(max_tokens=16, stop="。", **kw)))
+        return {name: value.reshape(-1).tolist() for name, value in p.inputs}, p.stops
+
+    inputs, stops = prepared(min_tokens=16, ignore_eos=True)
+    assert (inputs["end_id"], inputs["min_tokens"], inputs["request_output_len"]) == ([-1], [16], [16])
+    assert stops == ["。"]
+    # stop_words_list holds the ids of the request's stop string only: [ids..., offsets...] padded.
+    assert eot not in inputs["stop_words_list"]
+    inputs, stops = prepared()
+    assert (inputs["end_id"], inputs["min_tokens"]) == ([eot], [0])
+    assert stops == ["<|eot_id|>", "。"]
+    assert eot in inputs["stop_words_list"]
+    with pytest.raises(ApiError) as info:
+        prepared(min_tokens=17)
+    assert info.value.param == "min_tokens"
