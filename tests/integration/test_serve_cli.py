@@ -168,8 +168,10 @@ def _api_follows_a_restart(serve: subprocess.Popen[str], repo: Path, api: str, e
     port, once the watcher has restarted it. serve is held stopped (SIGSTOP) while Triton is dead, so the
     503s are seen for certain rather than raced against the restart."""
     (triton,) = _pids(f"tritonserver .*--model-repository={repo} ")
-    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "こんにちは"}]}).encode()
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-serve-test"}
+    listed = urllib.request.urlopen(urllib.request.Request(f"{api}/v1/models", headers=headers), timeout=60)
+    model = json.loads(listed.read())["data"][0]["id"]
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "こんにちは"}]}).encode()
     serve.send_signal(signal.SIGSTOP)
     try:
         os.kill(triton, signal.SIGKILL)
