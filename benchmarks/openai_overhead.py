@@ -23,11 +23,13 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPT = "日本で一番高い山は何ですか？"
+_TEXT = re.compile(rb'"content":"[^"]')
 
 
 def free_port() -> int:
@@ -68,10 +70,13 @@ async def api_one(host: str, port: int, model: str, tokens: int) -> tuple[float,
                  b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
     ttft, n, buf = 0.0, 0, b""
     while chunk := await reader.read(65536):
-        if not ttft and b'"content":"' in chunk and b'"content":""' not in chunk:
+        # The role chunk carries "content":"" and may share a read with the first token's chunk.
+        if not ttft and _TEXT.search(chunk):
             ttft = time.perf_counter() - start
         buf += chunk
     writer.close()
+    if not buf.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"the API answered {buf[:300]!r}")
     usage = re.findall(rb'"completion_tokens":(\d+)', buf)
     n = int(usage[-1]) if usage else 0
     return ttft, n
@@ -95,21 +100,19 @@ async def run_level(fn, concurrency: int, per_stream: int) -> tuple[float, float
 
 
 def scrape(url: str) -> tuple[float, float]:
-    import urllib.request
-
     text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     cpu = float(re.search(r"^process_cpu_seconds_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
     tok = float(re.search(r"^swallow_api_completion_tokens_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
     return cpu, tok
 
 
-async def measure(
-    grpc_url: str, api_url: str, model: str, ids: list[int], args: argparse.Namespace
-) -> list[dict]:
+async def measure(grpc_url: str, api_url: str, ids: list[int], args: argparse.Namespace) -> list[dict]:
     from swallow_trt.openai_api.engine import Engine
 
     engine = Engine(grpc_url)
     host, port = api_url.removeprefix("http://").split(":")
+    with urllib.request.urlopen(api_url + "/v1/models", timeout=30) as response:
+        model = json.loads(response.read())["data"][0]["id"]  # what the API serves, not a guess
     rows = []
     counter = iter(range(10**9))
     for c in args.concurrency:
@@ -160,7 +163,7 @@ def main() -> None:
             api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log",
                                     max_in_flight=2 * max(args.concurrency))  # fmt: skip
             try:
-                rows = asyncio.run(measure(server.grpc_url, api.url, repo.name, ids, args))
+                rows = asyncio.run(measure(server.grpc_url, api.url, ids, args))
             finally:
                 api.stop()
         finally:
