@@ -130,7 +130,9 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
             "timings": {"quantize_s": t1 - t0, "engine_s": t2 - t1},
         },
     )
-    return BuildResult(plan, False, ckpt, engine, manifest_path, {"quantize_s": t1 - t0, "engine_s": t2 - t1})
+    return BuildResult(
+        plan, False, ckpt, engine, manifest_path, timings={"quantize_s": t1 - t0, "engine_s": t2 - t1}
+    )
 
 
 def _run_pytorch(req: BuildRequest, plan: Plan, ui: Reporter) -> BuildResult:
