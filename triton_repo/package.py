@@ -87,7 +87,9 @@ def package(req: PackageRequest) -> PackageResult:
             req.engine,
             kv_cache_free_gpu_mem_fraction=runtime.kv_cache_free_gpu_mem_fraction if runtime else 0.9,
             batch_scheduler_policy=runtime.batch_scheduler_policy if runtime else "guaranteed_no_evict",
-            enable_chunked_context=runtime.enable_chunked_context if runtime else None,
+            # The profile's chunked context means "where the engine allows it" (trtllm-build may have
+            # switched paged context FMHA off: builders/engine_rules.py), so it follows the engine.
+            enable_chunked_context=None if runtime is None or runtime.enable_chunked_context else False,
         )
         hf_dir, model_name = _engine_source(engine.engine_dir)
         if req.tokenizer is None and hf_dir is None:

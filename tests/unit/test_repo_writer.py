@@ -215,3 +215,19 @@ def test_multi_rank_server_command_runs_one_tritonserver_per_rank(tmp_path: Path
     assert "--load-model=tensorrt_llm" not in ranks[0]
     assert all("--model-control-mode=explicit --load-model=tensorrt_llm" in r for r in ranks[1:])
     assert TritonServer(tmp_path, install=install).command()[0] == "/opt/tritonserver/bin/tritonserver"
+
+
+def test_package_with_a_target_follows_the_engine_on_chunked_context(hf_dir: Path, tmp_path: Path) -> None:
+    """A target profile enables chunked context where the engine allows it: an engine that trtllm-build
+    built without paged context FMHA (e.g. int4_awq with an FP8 KV cache) is packaged with it off, one
+    with paged context FMHA with it on."""
+    from swallow_trt.triton_repo.package import PackageRequest, package
+
+    for paged, name in ((False, "off"), (True, "on")):
+        engine = fake_engine(tmp_path / f"e-{name}", world=1, max_batch=8, paged_ctx=paged)
+        result = package(
+            PackageRequest(out=tmp_path / f"r-{name}", engine=engine, tokenizer=hf_dir, target="hopper")
+        )
+        c = configs(result.repo)
+        value = c["tensorrt_llm"].parameters["enable_chunked_context"].string_value  # type: ignore[attr-defined]
+        assert value == ("true" if paged else "false")
