@@ -73,9 +73,10 @@ class TritonPythonModel:
 
     async def execute(self, requests):
         if not self.executor_set:
-            # async_exec runs on the event loop's default executor, and holds one of its threads while
-            # the BLS stream is open: asyncio's default (cpu count + 4 threads) capped each instance at
-            # 6 concurrent streams on 2 cores. The stub's loop gets this model's pool instead.
+            # async_exec's blocking part runs on the event loop's default executor (asyncio's default
+            # is cpu count + 4 threads): the model's own pool takes it, so a burst of new streams does
+            # not queue behind that. Measured at 20 ms/token: 64 of 64 streams open at once on one
+            # instance with or without this (d00ccc8's "capped at 6" was a zero-delay artefact).
             asyncio.get_running_loop().set_default_executor(self.pool)
             self.executor_set = True
         await asyncio.gather(*(self._serve(request) for request in requests))
