@@ -39,18 +39,13 @@ class Deployment:
 
 
 def _parameters(path: Path) -> tuple[Any, dict[str, str]]:
-    from swallow_trt.triton_repo.configs import from_pbtxt
+    from swallow_trt.triton_repo.configs import read_model_config
 
-    if not path.is_file():
-        raise UsageError(
-            f"{path} is missing: the OpenAI API needs the repository's chat and tensorrt_llm models",
-            "create the repository with `swallow-trt package`",
-        )
-    try:
-        config = from_pbtxt(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # protobuf's ParseError and friends
-        raise UsageError(f"{path} does not parse: {exc}", "re-create it with `swallow-trt package`") from None
-    return config, {k: v.string_value for k, v in config.parameters.items()}
+    return read_model_config(
+        path,
+        f"{path} is missing: the OpenAI API needs the repository's chat and tensorrt_llm models",
+        "create the repository with `swallow-trt package`",
+    )
 
 
 def _resolve(repo: Path, model_dir: Path, value: str) -> Path:

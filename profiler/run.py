@@ -278,19 +278,15 @@ def _served(target: Target, chat_params: dict[str, str], notes: list[str]) -> Se
 def _repo_chat_parameters(repo: Path) -> dict[str, str]:
     """The served repository's chat model parameters: the text side the OpenAI API uses too (chat format,
     system prompt, tokenizer)."""
-    from swallow_trt.triton_repo.configs import from_pbtxt
+    from swallow_trt.triton_repo.configs import read_model_config
 
     path = repo / "chat" / "config.pbtxt"
-    if not path.is_file():
-        raise UsageError(
-            f"{path} is missing: --repo must be the repository the API serves",
-            "pass the directory given to `swallow-trt serve --repo` / `swallow-trt openai --repo`",
-        )
-    try:
-        config = from_pbtxt(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # protobuf's ParseError and friends
-        raise UsageError(f"{path} does not parse: {exc}", "re-create it with `swallow-trt package`") from None
-    return {k: v.string_value for k, v in config.parameters.items()}
+    _, params = read_model_config(
+        path,
+        f"{path} is missing: --repo must be the repository the API serves",
+        "pass the directory given to `swallow-trt serve --repo` / `swallow-trt openai --repo`",
+    )
+    return params
 
 
 def discover_openai(spec: ProfileSpec) -> Served:

@@ -176,6 +176,20 @@ def from_pbtxt(text: str) -> Any:
     return text_format.Parse(text, mc.ModelConfig())
 
 
+def read_model_config(path: Path, missing: str, hint: str) -> tuple[Any, dict[str, str]]:
+    """A repository model's ``config.pbtxt`` and its parameters as plain strings. A missing file is
+    ``missing`` with ``hint``; one that does not parse says so, with its parser's message."""
+    from swallow_trt.errors import UsageError
+
+    if not path.is_file():
+        raise UsageError(missing, hint)
+    try:
+        config = from_pbtxt(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # protobuf's ParseError and friends
+        raise UsageError(f"{path} does not parse: {exc}", "re-create it with `swallow-trt package`") from None
+    return config, {k: v.string_value for k, v in config.parameters.items()}
+
+
 TensorSpec = tuple[str, str, list[int], bool]  # name, data type, dims, optional (inputs only)
 
 # The sampling and guided-decoding inputs of the ensemble and chat (upstream ensemble's names) and the

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,18 +29,12 @@ openai = pytest.importorskip("openai")
 from swallow_trt.openai_api.server import ApiProcess, start_api_process  # noqa: E402
 from swallow_trt.text.chat import Message, adds_bos, render  # noqa: E402
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
+from tests.fixtures.ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-0123456789"
 MODEL = "tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3"  # registry alias: 8b
 PROMPT = "日本で一番高い山は何ですか？"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def raw(

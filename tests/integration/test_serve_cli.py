@@ -25,6 +25,7 @@ pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("torch")
 openai = pytest.importorskip("openai")
 
+from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -39,13 +40,6 @@ def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedPro
         env=env,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _pids(pattern: str) -> list[int]:
