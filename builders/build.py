@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from swallow_trt.builders.engine_rules import timing_cache_name
 from swallow_trt.builders.plan import Plan, PlanRequest, make_plan, stage_dirs
 from swallow_trt.builders.pytorch_runtime import (
-    check_engine_export,
     check_pytorch_format,
     llm_api_options,
     pytorch_layout,
@@ -72,7 +71,6 @@ def run_build(req: BuildRequest, reporter: Reporter | None = None) -> BuildResul
     plan = make_plan(req.plan)
     if plan.runtime == "pytorch":
         return _run_pytorch(req, plan, ui)
-    check_engine_export(plan.model.arch, plan.qformat, plan.model.display_name)
     if req.dry_run:
         return BuildResult(plan=plan, dry_run=True)
 

@@ -460,6 +460,21 @@ def check_format_arch(arch: ModelArch, qformat: str, name: str, explicit: bool =
     )
 
 
+# modelopt 0.47's TensorRT-LLM-checkpoint export of Qwen3-MoE fails ('Qwen3MoeMLP' object has no
+# attribute 'w2'), so nothing quantised reaches the engine path for it; its unified HF export works.
+NO_ENGINE_EXPORT = {"Qwen3MoeForCausalLM": "'Qwen3MoeMLP' object has no attribute 'w2'"}
+
+
+def check_engine_export(arch: ModelArch, qformat: str, name: str) -> None:
+    """Refuse, before anything runs, an engine-path quantisation that ModelOpt cannot export."""
+    if arch.hf_class in NO_ENGINE_EXPORT and qformat != "full_prec":
+        raise InvalidCombinationError(
+            f"{qformat} for {name} ({arch.hf_class}) on the engine runtime: ModelOpt 0.47's TensorRT-LLM "
+            f"checkpoint export fails on it ({NO_ENGINE_EXPORT[arch.hf_class]})",
+            "use `swallow-trt build --runtime pytorch` (ModelOpt's HF export, served by trtllm-serve), or --qformat full_prec",
+        )
+
+
 def check_kv(profile: Profile, arch: ModelArch, kv: str, name: str) -> None:
     check_kv_arch(arch, kv, name)
     if kv not in KV_BY_SM.get(profile.sm, ("auto",)):
@@ -574,8 +589,6 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
         )
     explicit_format = req.qformat is not None
     qformat = req.qformat or default_qformat(profile, arch, runtime)
-    from swallow_trt.builders.pytorch_runtime import NO_ENGINE_EXPORT, check_engine_export
-
     if runtime == "engine" and arch.hf_class in NO_ENGINE_EXPORT and qformat != "full_prec":
         if req.runtime.strip().lower() == "auto":
             # The engine model exists but ModelOpt cannot export a quantised checkpoint for it: auto

@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 import swallow_trt
-from swallow_trt.arch import ModelArch
 from swallow_trt.builders.plan import Plan, PlanRequest, stage_root
 from swallow_trt.builders.stage import StageDir, stage_key, write_json_atomic
 from swallow_trt.errors import InvalidCombinationError, SwallowTrtError, UsageError
@@ -40,25 +39,12 @@ KV_DTYPES = {"auto": "auto", "fp8": "fp8"}  # swallow-trt KV dtype -> kv_cache_c
 # Families whose instruct models think in <think>...</think>: trtllm-serve's qwen3 parser splits it off.
 # gpt-oss needs none: the OpenAI server's harmony adapter separates its channels by itself.
 REASONING_PARSER_BY_CLASS = {"Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3"}
-# modelopt 0.47's TensorRT-LLM-checkpoint export of Qwen3-MoE fails ('Qwen3MoeMLP' object has no
-# attribute 'w2'), so nothing quantised reaches the engine path for it; its unified HF export works.
-NO_ENGINE_EXPORT = {"Qwen3MoeForCausalLM": "'Qwen3MoeMLP' object has no attribute 'w2'"}
 
 
 @functools.cache
 def load_contract() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(CONTRACT.read_text(encoding="utf-8"))
     return data
-
-
-def check_engine_export(arch: ModelArch, qformat: str, name: str) -> None:
-    """Refuse, before anything runs, an engine-path quantisation that ModelOpt cannot export."""
-    if arch.hf_class in NO_ENGINE_EXPORT and qformat != "full_prec":
-        raise InvalidCombinationError(
-            f"{qformat} for {name} ({arch.hf_class}) on the engine runtime: ModelOpt 0.47's TensorRT-LLM "
-            f"checkpoint export fails on it ({NO_ENGINE_EXPORT[arch.hf_class]})",
-            "use `swallow-trt build --runtime pytorch` (ModelOpt's HF export, served by trtllm-serve), or --qformat full_prec",
-        )
 
 
 # --- the contract --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from swallow_trt.arch import ModelArch
 from swallow_trt.builders.plan import (
     DEFAULT_OUT,
     GIB,
+    check_engine_export,
     check_format,
     check_format_arch,
     check_kv,
@@ -34,7 +35,6 @@ from swallow_trt.builders.plan import (
     host_plan,
     stage_root,
 )
-from swallow_trt.builders.pytorch_runtime import check_engine_export
 from swallow_trt.builders.stage import StageDir, stage_key
 from swallow_trt.checks import at_least, output_dir
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError

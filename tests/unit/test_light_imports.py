@@ -73,6 +73,8 @@ def test_commands_are_loaded_lazily() -> None:
     own = json.loads(next(x for x in proc.stderr.splitlines() if x.startswith("OWN=")).removeprefix("OWN="))
     for name in set(COMMANDS) - {"plan"}:
         assert f"swallow_trt.cli.{name}" not in own
+    # Nor for the PyTorch-runtime build (it imports yaml): plan only needs the checks in builders.plan.
+    assert "swallow_trt.builders.pytorch_runtime" not in own
     helped = subprocess.run(
         [sys.executable, "-c", PROBE.format(heavy=HEAVY, args=["--help"])],
         capture_output=True,
