@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +164,10 @@ def test_build_exits_0_without_engines_is_a_failure(ckpt: Path, tmp_path: Path) 
 
 def test_build_timeout_stops_trtllm_build(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    t0 = time.monotonic()
+    # run()'s own timeout is the bound against a hang; the message proves --build-timeout fired.
     res = run([*build_args(ckpt, out), "--build-timeout", "3"], tmp_path, FAKE_TRTLLM_MODE="hang")
     assert res.returncode == 1
     assert "did not finish within 3 s" in res.stderr
-    assert time.monotonic() - t0 < 120
     assert not engine_dir(out).exists()
     left = subprocess.run(
         ["pgrep", "-f", f"stubs/bin/trtllm-build --checkpoint_dir {out.absolute()}"],

@@ -209,13 +209,10 @@ def test_cache_hit_does_no_work(
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
     stamp = (out / "rank0.safetensors").stat().st_mtime_ns
-    t0 = time.perf_counter()
     second = cli(*args)
-    elapsed = time.perf_counter() - t0
     assert second.exit_code == 0, second.stderr
     assert json.loads(second.stdout)["cached"] is True
     assert (out / "rank0.safetensors").stat().st_mtime_ns == stamp
-    assert elapsed < 3  # no worker, no torch import: a JSON read and a few stats
     # Different inputs on the same output: refused without --force, replaced with it.
     other = cli(
         "quantize", "--model", str(checkpoints["llama2"]), "--qformat", "full_prec", "--out", str(out), *FAST
