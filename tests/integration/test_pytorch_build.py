@@ -66,3 +66,36 @@ def test_build_package_qwen3_fp8_hf_export(cli: Callable[..., Any], tmp_path: Pa
     assert {k: v for k, v in doc.items() if k not in ("model", "triton_config")} == options
     for f in UPSTREAM_FILES:
         assert (repo / "tensorrt_llm" / f).read_text() == (upstream / f).read_text()
+
+
+def test_build_qwen3_moe_fp8_hf_export(cli: Callable[..., Any], tmp_path: Path) -> None:
+    """A quantised Qwen3-MoE goes to the PyTorch runtime (ModelOpt 0.47 cannot export its TensorRT-LLM
+    checkpoint): every expert's projections come out FP8 with their scales, the router stays BF16 and
+    is excluded, and the MoE facts the LLM API builds the model from survive the export."""
+    from safetensors import safe_open
+
+    ckpt = make_checkpoint(tmp_path / "moe", "qwen3_moe")
+    source = json.loads((ckpt / "config.json").read_text())
+    out = tmp_path / "out"
+    result = cli("build", "--runtime", "pytorch", "--model", str(ckpt), "--target", "hopper", "--fp8",
+                 "--max-batch-size", "8", "--out", str(out), *FAST, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    built = json.loads(result.stdout)
+    export = Path(built["checkpoint"]["path"])
+    assert json.loads((export / "manifest.json").read_text())["validation"]["ok"] is True
+    quant = json.loads((export / "hf_quant_config.json").read_text())["quantization"]
+    assert quant["quant_algo"] == "FP8"
+    layers = source["num_hidden_layers"]
+    assert {f"model.layers.{i}.mlp.gate" for i in range(layers)} <= set(quant["exclude_modules"])
+    cfg = json.loads((export / "config.json").read_text())
+    for key in ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob"):
+        assert cfg[key] == source[key], key
+    with safe_open(str(export / "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+        for e in range(source["num_experts"]):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                prefix = f"model.layers.0.mlp.experts.{e}.{proj}"
+                assert str(f.get_tensor(f"{prefix}.weight").dtype) == "torch.float8_e4m3fn", prefix
+                assert {f"{prefix}.weight_scale", f"{prefix}.input_scale"} <= names, prefix
+        assert str(f.get_tensor("model.layers.0.mlp.gate.weight").dtype) == "torch.bfloat16"
+    assert llm_args_problems(yaml.safe_load(Path(built["options_file"]).read_text())) == []
