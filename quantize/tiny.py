@@ -38,7 +38,9 @@ Tokenizers (trained on the shipped text, ~4,000 tokens, deterministic, cached pe
 - ``gpt_oss``: o200k-style byte-level BPE (o200k's split regex) of the real size, 201,088 ids, with
   o200k_harmony's special tokens at their real ids (``<|return|>`` 200002, ``<|constrain|>`` 200003,
   ``<|channel|>`` 200005, ``<|start|>`` 200006, ``<|end|>`` 200007, ``<|message|>`` 200008, ``<|call|>``
-  200012, the rest reserved). Both train in 10-20 s, once per process.
+  200012, the rest reserved; from openai/harmony's src/tiktoken_ext/public_encodings.rs at 55dc3228,
+  where 200009 is ``<|reserved_200009|>``: the shared contract's 200009 for ``<|constrain|>`` is wrong).
+  Both train in 10-20 s, once per process.
 
 Bad checkpoints (``make_bad_checkpoint`` builds a llama2-kind one and breaks it; to break one by hand):
 
