@@ -21,15 +21,20 @@ Parameters (config.pbtxt ``parameters``, strings):
   request's arrival; sends that fell due meanwhile go out when the stall ends. Each send is stamped and
   checked against the stall under the lock that sets it, so no send is stamped between the moment a
   stall is set and its end;
+- the ``stop`` input, as the C++ backend honours it: a request with stop=true ends the request with the
+  same request id (its final response is an empty one, sent by the scheduler at once, with no token
+  after the stop) and gets an empty final response itself;
 - ``record_path`` (none): append what the model did, one JSON object a line, so tests can hold the
   profiler to it: per request, written just before its final send (so a client that has the final
   response finds the line), ``{"arrival", "received", "inputs", "due", "sent", "tokens"}`` (``arrival``:
   CLOCK_MONOTONIC ns when ``execute`` took it; ``received``: its place in the arrival order, from 1;
   ``due``/``sent``/``tokens``: per response, when it was due, its ``last_token_time_ns`` stamp, its
-  token count; ``dropped``: true when the client had gone); per stall, when it is set,
+  token count; ``dropped``: true when the client had gone; for a stopped request, ``stopped``: when
+  ``execute`` took its stop request, and ``ended``: the stamp of its final send); per stall, when it is set,
   ``{"stall": {"received", "arrival", "set", "until"}}``.
 """
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -43,6 +48,9 @@ import triton_python_backend_utils as pb_utils
 def _scalar(request, name):
     t = pb_utils.get_input_tensor_by_name(request, name)
     return None if t is None else int(t.as_numpy().reshape(-1)[0])
+
+
+_FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 class TritonPythonModel:
@@ -61,6 +69,7 @@ class TritonPythonModel:
         self.stall_until = 0
         self.received = 0
         self.heap = []
+        self.by_id = {}  # request id -> state of a running request (for stop requests)
         self.seq = itertools.count()
         self.cond = threading.Condition()
         self.running = True
@@ -71,6 +80,10 @@ class TritonPythonModel:
         now = time.monotonic_ns()
         for request in requests:
             sender = request.get_response_sender()
+            if _scalar(request, "stop"):
+                self._stop(request.request_id(), now)
+                sender.send(flags=_FINAL)
+                continue
             problem = self._check(request)
             if problem:
                 sender.send(
@@ -81,8 +94,10 @@ class TritonPythonModel:
             n = _scalar(request, "request_output_len")
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
             state = {"sender": sender, "left": n, "sent": 0, "start": now, "inputs": len(ids),
-                     "due": [], "stamps": [], "tokens": []}  # fmt: skip
+                     "due": [], "stamps": [], "tokens": [], "id": request.request_id()}  # fmt: skip
             with self.cond:
+                if state["id"]:
+                    self.by_id[state["id"]] = state
                 self.received += 1
                 state["received"] = self.received
                 if self.stall_period and self.received % self.stall_period == self.stall_at:
@@ -92,6 +107,15 @@ class TritonPythonModel:
                 heapq.heappush(self.heap, (now + self.first_ns, next(self.seq), state))
                 self.cond.notify()
         return None
+
+    def _stop(self, rid, now):
+        with self.cond:
+            state = self.by_id.pop(rid, None) if rid else None
+            if state is not None:
+                state["stopped"] = now
+                # Due now: the scheduler ends it before any send that fell due after the stop.
+                heapq.heappush(self.heap, (now, next(self.seq), state))
+                self.cond.notify()
 
     def _check(self, request):
         n = _scalar(request, "request_output_len")
@@ -122,6 +146,14 @@ class TritonPythonModel:
                 # Stamped under the lock that sets a stall: a stall set after this stamp holds the
                 # sends after it, so no stamp falls inside a stall (what tests hold the profiler to).
                 stamp = time.monotonic_ns()
+            if "ended" in state:  # a stopped request's entry left in the heap
+                continue
+            if "stopped" in state:
+                state["ended"] = stamp
+                self._record(state, dropped=False)
+                with contextlib.suppress(Exception):  # the client went away meanwhile: nothing to end
+                    state["sender"].send(flags=_FINAL)
+                continue
             state["due"].append(due)
             if self._send(state, stamp):
                 last = state["sent"] + min(self.chunk, state["left"]) - 1  # the next response's last token
@@ -146,12 +178,14 @@ class TritonPythonModel:
         if state["sent"] == n:
             tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[state["inputs"]]], dtype=np.int32)))
         if last:  # before the send: a client holding the final response finds the record
+            state["ended"] = stamp
             self._record(state, dropped=False)
-        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if last else 0
+        flags = _FINAL if last else 0
         try:
             state["sender"].send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
         except Exception:  # the client went away: drop the request
             if not last:
+                state["ended"] = stamp
                 self._record(state, dropped=True)
             return False
         return not last
@@ -159,7 +193,10 @@ class TritonPythonModel:
     def _record(self, state, dropped):
         line = {k: state[k] for k in ("received", "inputs", "due", "tokens")}
         line |= {"arrival": state["start"], "sent": state["stamps"], "dropped": dropped}
+        if "stopped" in state:
+            line |= {"stopped": state["stopped"], "ended": state["ended"]}
         with self.cond:
+            self.by_id.pop(state["id"], None)
             self._write(line)
 
     def _write(self, obj):
