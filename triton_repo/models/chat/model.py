@@ -15,11 +15,15 @@ is not searched for them (a stop string the model thinks about must not end its 
 
 Many streams per instance: ``execute`` is a coroutine (Triton 2.51's Python backend runs the coroutines
 of a decoupled model on one event-loop thread of the stub, concurrently), the LLM is called with
-``await async_exec(decoupled=True)``, and a pool thread per stream iterates its (blocking) response
-iterator and hands each response to the event loop, which handles all responses that arrived together
-as one (one detokeniser step, one send): a stream waiting for its next token holds a pool thread, not
-the event loop. Everything
-that touches a response sender or drops a Python object of the backend runs on the event-loop thread.
+``await async_exec(decoupled=True)``, and then one pool thread per stream owns that stream to its end:
+it iterates the (blocking) response iterator, detokenises, filters and calls ``sender.send()`` itself,
+so a token costs no hop to the event loop (the hop, one ``call_soon_threadsafe`` and a loop wake-up per
+response, cost more machine time per token than the whole single-stream model did). ``send()`` is a
+round trip to the server process that releases the GIL, so streams' sends overlap instead of queueing
+on the loop. The event loop keeps what is per request, not per token: parsing and rendering the prompt,
+the BLS calls (``async_exec``, the ``stop`` request) and releasing the Python objects of the backend.
+The iterator has no non-blocking "is another response ready?", so a pump cannot gather the responses
+that arrived together; it handles them one by one, as the single-stream model did.
 
 Object lifetimes (Triton 2.51, python_backend r24.10, frees backend objects without the GIL; fixed
 upstream in r24.12 by python_backend#390, see design.md): a finished BLS response iterator whose
@@ -28,7 +32,9 @@ stub-to-parent thread; and ``send()`` drops the outputs the client did not reque
 GIL. Both corrupted the heap under load. So (1) a finished iterator is kept referenced for
 ``RETIRE_S`` and then released on the event-loop thread, after the stub's own clean-up of it has run;
 (2) a response carries only the outputs the client requested, and its tensors stay referenced by this
-code until ``send()`` has returned.
+code until ``send()`` has returned; (3) a pump always drains its iterator to the final response, even
+after an error or a stop, because an unfinished iterator's destructor blocks until the stream ends,
+and it would run on the event-loop thread.
 
 When a request ends before its generation does (a stop string seen in the text, or the client
 cancelled), the chat model sends ``tensorrt_llm`` a ``stop`` request with the same request id, so the
@@ -49,7 +55,6 @@ import triton_python_backend_utils as pb_utils
 CANCEL_CHECK_S = 0.05
 RETIRE_S = 2.0  # how long a finished BLS iterator stays referenced (the stub's clean-up runs meanwhile)
 DEFAULT_MAX_STREAMS = 1024  # pool threads: two per open stream (its async_exec, its response pump)
-_END = object()
 
 
 def _opt(request, name):
@@ -103,34 +108,6 @@ class TritonPythonModel:
         # ``tensors`` (and ``response``) are still referenced here, so nothing send() dropped without
         # the GIL was the last reference; they are released when this frame returns, with the GIL.
         return response
-
-    @staticmethod
-    def _pump(iterator, loop, queue):
-        """On a pool thread: hand each response of ``iterator`` to the event loop as it arrives."""
-        try:
-            for item in iterator:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        except Exception as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-    async def _batches(self, iterator):
-        """The responses of ``iterator`` in batches: all that arrived while the previous batch was being
-        handled. Under load several responses of one stream arrive together; handling them as one (one
-        detokeniser step, one send) keeps the per-token cost down."""
-        queue = asyncio.Queue()
-        self.pool.submit(self._pump, iterator, asyncio.get_running_loop(), queue)
-        while True:
-            batch = [await queue.get()]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            for item in batch:
-                if isinstance(item, Exception):
-                    raise item
-            yield batch
-            if batch[-1] is _END:
-                return
 
     # ----------------------------------------------------------------------------------------------
 
@@ -229,45 +206,15 @@ class TritonPythonModel:
             request_id=rid,
         )
         split = ReasoningSplitter.for_prompt(self.prompter.tokenizer, self.prompter.chat_format, prompt_ids)
-        filt = StopFilter(stops)
-        count, ended, checked = 0, False, time.monotonic()
+        stream = _Stream(self, request, sender, wanted, split, StopFilter(stops), rid)
         iterator = await llm.async_exec(decoupled=True)
-        batch = None
         try:
-            async for batch in self._batches(iterator):
-                if ended:
-                    continue  # drain the stream to its final response
-                tokens = []
-                for response in batch:
-                    if response is _END:
-                        break
-                    if response.has_error():
-                        raise RuntimeError(response.error().message())
-                    out = pb_utils.get_output_tensor_by_name(response, "output_ids")
-                    if out is not None:
-                        tokens += out.as_numpy().reshape(-1).tolist()
-                if tokens:
-                    count += len(tokens)
-                    delta = split.push(tokens)
-                    text = filt.feed(delta.content)
-                    if text or delta.reasoning:
-                        self._send(sender, self._tensors(wanted, text, count, delta.reasoning))
-                cancelled = False
-                if time.monotonic() - checked > CANCEL_CHECK_S:
-                    checked = time.monotonic()
-                    cancelled = request.is_cancelled()
-                if filt.stopped or cancelled:
-                    ended = True
-                    await self._stop(rid)
-                    if cancelled:
-                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                        sender = None
+            await asyncio.wrap_future(self.pool.submit(stream.pump, iterator))
         finally:
-            self._retire(iterator, llm, batch, tensors)
-        if sender is not None:
-            rest = split.flush()
-            text = filt.feed(rest.content) + filt.close()
-            self._send(sender, self._tensors(wanted, text, count, rest.reasoning), final=True)
+            self._retire(iterator, llm, stream.last, tensors)
+            stream.last = None
+        if stream.stopping is not None:  # a failed stop: an error response if the stream is still open
+            await asyncio.wrap_future(stream.stopping)
 
     async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
@@ -281,12 +228,70 @@ class TritonPythonModel:
             model_name=self.llm, inputs=inputs, requested_output_names=["output_ids"], request_id=rid
         )
         iterator = await stop.async_exec(decoupled=True)
-        last = None
+        responses = None
         try:
-            async for batch in self._batches(iterator):
-                last = batch
+            responses = await asyncio.wrap_future(self.pool.submit(list, iterator))
         finally:
-            self._retire(iterator, stop, last, inputs)
+            self._retire(iterator, stop, responses, inputs)
 
     def finalize(self):
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Stream:
+    """One chat stream's per-token work, on the pool thread that owns the stream (``pump``)."""
+
+    def __init__(self, model, request, sender, wanted, split, filt, rid):
+        self.model, self.request, self.sender, self.wanted = model, request, sender, wanted
+        self.split, self.filt, self.rid = split, filt, rid
+        self.loop = asyncio.get_running_loop()
+        self.last = None  # the newest response: released with the iterator (see the module docstring)
+        self.stopping = None  # the stop request's future, once one was sent
+
+    def pump(self, iterator):
+        count, checked, ended, error = 0, time.monotonic(), False, None
+        for response in iterator:
+            self.last = response
+            if ended:
+                continue  # drain the stream to its final response (see the module docstring)
+            try:
+                if response.has_error():
+                    raise RuntimeError(response.error().message())
+                out = pb_utils.get_output_tensor_by_name(response, "output_ids")
+                tokens = [] if out is None else out.as_numpy().reshape(-1).tolist()
+                if tokens:
+                    count += len(tokens)
+                    delta = self.split.push(tokens)
+                    text = self.filt.feed(delta.content)
+                    if text or delta.reasoning:
+                        self.model._send(
+                            self.sender, self.model._tensors(self.wanted, text, count, delta.reasoning)
+                        )
+                cancelled = False
+                if time.monotonic() - checked > CANCEL_CHECK_S:
+                    checked = time.monotonic()
+                    cancelled = self.request.is_cancelled()
+                if self.filt.stopped or cancelled:
+                    ended = True
+                    self._stop()
+                    if cancelled:
+                        self.sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                        self.sender = None
+            except Exception as exc:
+                # Keep draining (the iterator must finish here, not in its destructor on the loop),
+                # and stop the generation, which now serves nobody.
+                error, ended = exc, True
+                self._stop()
+        if error is not None:
+            raise error
+        if self.sender is not None:
+            rest = self.split.flush()
+            text = self.filt.feed(rest.content) + self.filt.close()
+            self.model._send(
+                self.sender, self.model._tensors(self.wanted, text, count, rest.reasoning), final=True
+            )
+
+    def _stop(self):
+        # BLS calls stay on the event loop; the pump goes on draining meanwhile.
+        if self.stopping is None:
+            self.stopping = asyncio.run_coroutine_threadsafe(self.model._stop(self.rid), self.loop)
