@@ -5,7 +5,9 @@ zero-delay schedule repository directly (``grpc.aio`` streams, the same requests
 the API (``/v1/chat/completions``, streaming, raw HTTP/1.1 with SSE parsing, so the client's cost stays
 small and equal across concurrencies). Printed per concurrency: output tokens/s and TTFT p50 of both,
 their ratio, and the API process's CPU time per streamed token from its own ``/metrics``
-(``process_cpu_seconds_total`` over ``swallow_api_completion_tokens_total``).
+(``process_cpu_seconds_total`` over ``swallow_api_completion_tokens_total``), beside the load generator's
+own CPU per token in the direct phase (one plain ``grpc.aio`` stream per request: what the gRPC client
+side alone costs on this machine, a floor for any Python client of ``tensorrt_llm``).
 
     python benchmarks/openai_overhead.py [--tokens 64] [--requests-per-stream 4] [--concurrency 1 16 64 256]
 
@@ -39,8 +41,13 @@ def free_port() -> int:
         return port
 
 
-async def direct_one(engine, ids: list[int], tokens: int, rid: str) -> tuple[float, int]:
+async def direct_one(stub, ids: list[int], tokens: int, rid: str) -> tuple[float, int]:
+    """One request on its own ``ModelStreamInfer`` stream, read to its final response: the plainest
+    client of ``tensorrt_llm`` (as tritonclient's streaming is used), kept apart from the API's engine
+    so that the baseline does not move when the API's transport changes."""
     import numpy as np
+
+    from swallow_trt.openai_api.engine import FINAL, infer_request
 
     inputs = [
         ("input_ids", np.array([ids], dtype=np.int32)),
@@ -50,14 +57,27 @@ async def direct_one(engine, ids: list[int], tokens: int, rid: str) -> tuple[flo
         ("end_id", np.array([[-1]], dtype=np.int32)),
         ("min_tokens", np.array([[tokens]], dtype=np.int32)),
     ]
+    requests: asyncio.Queue = asyncio.Queue()
+    requests.put_nowait(infer_request("tensorrt_llm", rid, inputs))
+
+    async def iterate():
+        while (item := await requests.get()) is not None:
+            yield item
+
     start = time.perf_counter()
     ttft, n = 0.0, 0
-    generation = engine.generate(rid, inputs)
-    async for out in generation.tokens():
-        if n == 0:
-            ttft = time.perf_counter() - start
-        n += len(out)
-    generation.close()
+    call = stub.ModelStreamInfer(iterate())
+    async for message in call:
+        if message.error_message:
+            raise RuntimeError(message.error_message)
+        response = message.infer_response
+        if response.raw_output_contents:
+            if n == 0:
+                ttft = time.perf_counter() - start
+            n += len(response.raw_output_contents[0]) // 4
+        if FINAL in response.parameters and response.parameters[FINAL].bool_param:
+            break
+    requests.put_nowait(None)
     return ttft, n
 
 
@@ -107,9 +127,13 @@ def scrape(url: str) -> tuple[float, float]:
 
 
 async def measure(grpc_url: str, api_url: str, ids: list[int], args: argparse.Namespace) -> list[dict]:
-    from swallow_trt.openai_api.engine import Engine
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
 
-    engine = Engine(grpc_url)
+    from swallow_trt.openai_api.engine import CHANNEL_ARGS
+
+    channel = grpc.aio.insecure_channel(grpc_url, options=CHANNEL_ARGS)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     host, port = api_url.removeprefix("http://").split(":")
     with urllib.request.urlopen(api_url + "/v1/models", timeout=30) as response:
         model = json.loads(response.read())["data"][0]["id"]  # what the API serves, not a guess
@@ -117,18 +141,23 @@ async def measure(grpc_url: str, api_url: str, ids: list[int], args: argparse.Na
     counter = iter(range(10**9))
     for c in args.concurrency:
         per = max(1, args.requests_per_stream if c > 1 else args.requests_per_stream * 4)
-        d_tps, d_ttft, _ = await run_level(
-            lambda: direct_one(engine, ids, args.tokens, f"bench-{next(counter)}"), c, per
+        own0 = time.process_time()
+        d_tps, d_ttft, d_tok = await run_level(
+            lambda: direct_one(stub, ids, args.tokens, f"bench-{next(counter)}"), c, per
         )
+        # The load generator's own CPU per token over gRPC: what a plain grpc.aio client costs.
+        client_us = (time.process_time() - own0) / max(d_tok, 1) * 1e6
         cpu0, tok0 = scrape(api_url)
         a_tps, a_ttft, _ = await run_level(lambda: api_one(host, int(port), model, args.tokens), c, per)
         cpu1, tok1 = scrape(api_url)
         us = (cpu1 - cpu0) / max(tok1 - tok0, 1) * 1e6
         rows.append({"concurrency": c, "direct_tok_s": d_tps, "api_tok_s": a_tps, "ratio": a_tps / d_tps,
-                     "direct_ttft_p50_ms": d_ttft * 1e3, "api_ttft_p50_ms": a_ttft * 1e3, "api_cpu_us_per_token": us})  # fmt: skip
+                     "direct_ttft_p50_ms": d_ttft * 1e3, "api_ttft_p50_ms": a_ttft * 1e3, "api_cpu_us_per_token": us,
+                     "direct_client_cpu_us_per_token": client_us})  # fmt: skip
         print(f"c={c:>3}  direct {d_tps:9.0f} tok/s ttft {d_ttft * 1e3:7.2f} ms | api {a_tps:9.0f} tok/s "
-              f"ttft {a_ttft * 1e3:7.2f} ms | ratio {a_tps / d_tps:4.2f} | api cpu {us:6.1f} us/token", flush=True)  # fmt: skip
-    await engine.close()
+              f"ttft {a_ttft * 1e3:7.2f} ms | ratio {a_tps / d_tps:4.2f} | api cpu {us:6.1f} us/token "
+              f"| grpc client cpu {client_us:6.1f} us/token", flush=True)  # fmt: skip
+    await channel.close()
     return rows
 
 

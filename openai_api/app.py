@@ -330,7 +330,10 @@ class _Run:
     async def events(
         self, first: list[tuple[str, str]] | None, pieces: AsyncIterator[list[tuple[str, str]]]
     ) -> AsyncIterator[bytes]:
+        """The stream's SSE bytes: the role chunk goes out with the first piece, and the finish chunk,
+        the usage chunk and ``[DONE]`` together, so that a short answer is two writes, not five."""
         head, tail = self._content_frame()
+        pending = b""
         if self.p.kind == "chat":
             role = {
                 "index": 0,
@@ -338,17 +341,17 @@ class _Run:
                 "logprobs": None,
                 "finish_reason": None,
             }
-            yield self._chunk([role])
+            pending = self._chunk([role])
         try:
             if first is not None:
-                yield self._delta(first, head, tail)
+                yield pending + self._delta(first, head, tail)
+                pending = b""
                 async for piece in pieces:
                     yield self._delta(piece, head, tail)
         except (EngineUnavailable, EngineError) as exc:
             error = ApiError(503 if isinstance(exc, EngineUnavailable) else 400, f"generation failed: {exc}")
             self.finish()
-            yield b"data: " + error.body() + b"\n\n"
-            yield b"data: [DONE]\n\n"
+            yield pending + b"data: " + error.body() + b"\n\ndata: [DONE]\n\n"
             return
         finally:
             if not self.outcome.finish_reason:  # cut short: the engine must stop too
@@ -359,10 +362,10 @@ class _Run:
             last = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
         else:
             last = {"index": 0, "text": "", "logprobs": None, "finish_reason": reason}
-        yield self._chunk([last])
+        end = pending + self._chunk([last])
         if self.p.include_usage:
-            yield self._chunk([], self.usage())
-        yield b"data: [DONE]\n\n"
+            end += self._chunk([], self.usage())
+        yield end + b"data: [DONE]\n\n"
 
 
 class _StatusCounter:
@@ -389,6 +392,24 @@ class _StatusCounter:
         await self.app(scope, receive, counting_send)
 
 
+GC_THRESHOLDS = (20_000, 20, 20)  # Python's default is (700, 10, 10)
+
+
+def _settle_heap() -> None:
+    """Freeze what start-up loaded (transformers, the tokenizer, the app: all of it lives as long as the
+    process) out of the cyclic collector's reach, and collect the young generation less often.
+
+    Measured on the zero-delay schedule model at 64 streams: with the defaults a full collection
+    re-scanned that heap for about 250 ms a time, and the collector took about a quarter of the API's
+    CPU per token. The per-token garbage is freed by reference counting, so fewer passes cost little
+    memory."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def create_app(config: ApiConfig, tokenizer: Any | None = None) -> FastAPI:
     """The app for ``config`` (the repository is read and its tokenizer loaded here)."""
     from contextlib import asynccontextmanager
@@ -398,6 +419,7 @@ def create_app(config: ApiConfig, tokenizer: Any | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _settle_heap()
         yield
         await api.engine.close()
 

@@ -246,9 +246,11 @@ class TextService:
     async def pieces(
         self, prepared: Prepared, generation: Generation, outcome: Outcome
     ) -> AsyncIterator[list[tuple[str, str]]]:
-        """The delta fields of each piece of new text; ``outcome`` is kept current. Ends the engine's
-        generation when a stop string is seen; on any early exit (the client went away) the caller's
-        ``generation.stop()`` ends it."""
+        """The delta fields of each piece of new text; ``outcome`` is kept current. Responses that
+        arrived together make one piece, each still counted, split and checked for stop strings in turn,
+        so the text, the counts and where a stop string ends it do not depend on how they were grouped.
+        Ends the engine's generation when a stop string is seen; on any early exit (the client went away)
+        the caller's ``generation.stop()`` ends it."""
         from swallow_trt.text.pipeline import StopFilter
         from swallow_trt.text.reasoning import ReasoningSplitter
 
@@ -258,16 +260,25 @@ class TextService:
         fmt = self.d.chat_format if prepared.kind == "chat" else "none"
         split = ReasoningSplitter.for_prompt(self.prompter.tokenizer, fmt, prepared.ids)
         filt = StopFilter(prepared.stops)  # stop strings apply to the answer only
-        async for tokens in generation.tokens():
+        async for batch in generation.tokens():
             now = time.perf_counter()
             if outcome.first_token_at is None:
                 outcome.first_token_at = now
                 if outcome.on_first is not None:
                     outcome.on_first()
             outcome.last_token_at = now
-            outcome.completion_tokens += len(tokens)
-            delta = split.push(tokens)
-            out = _fields(delta.reasoning, filt.feed(delta.content))
+            reasoning = content = ""
+            for tokens in batch:
+                outcome.completion_tokens += len(tokens)
+                delta = split.push(tokens)
+                if delta.reasoning and content:  # reasoning after answer text: keep the order
+                    yield _fields(reasoning, content)
+                    reasoning = content = ""
+                reasoning += delta.reasoning
+                content += filt.feed(delta.content)
+                if filt.stopped:
+                    break
+            out = _fields(reasoning, content)
             if out:
                 yield out
             if filt.stopped:
