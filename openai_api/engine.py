@@ -1,36 +1,29 @@
 """Streaming ``tensorrt_llm`` over gRPC with asyncio (``grpc.aio`` on Triton's service stubs from
-``tritonclient.grpc``), so nothing between the API and the C++ engine is a Python-backend model.
-
-Requests share a few long-lived bidirectional ``ModelStreamInfer`` streams (:data:`LANES`) instead of
-opening one per request: Triton's stream carries any number of requests, every response names its
-request (``infer_response.id``, set by Triton on error and empty final responses too), and one reader
-task per stream hands each response to its :class:`Generation`. A generation collects what arrived
-since its consumer last looked, so responses that arrive together are taken in one step (one SSE event
-downstream) while the consumer still sees each response's ids apart (counts and stop checks stay exact).
+``tritonclient.grpc``), one bidirectional stream per request, so nothing between the API and the C++ engine
+is a Python-backend model.
 
 Every request asks for Triton's empty final response (``triton_enable_empty_final_response``), so the end
 of a generation is a flag on a response, not a guess. Stopping a generation early (a client went away, a
 stop string was seen) sends ``tensorrt_llm``'s ``stop`` input with the same request id on the same stream,
-as the ``chat`` model does and as the C++ backend honours; its responses are read and dropped until both
-final responses (the generation's and the stop request's) arrive, or forgotten after
-:data:`STOP_GRACE_S` (a shared stream cannot be cancelled for one request). A stream that fails fails its
-generations and is replaced on the next request, and a stream with no request left is closed (an
-idle open stream would hold up Triton's shutdown): unreachable or not-ready Triton is
-:class:`EngineUnavailable` (503); an error response from the model is :class:`EngineError`.
+as the ``chat`` model does and as the C++ backend honours; the stream is read to its end in the background
+and cancelled if the engine does not finish within :data:`STOP_GRACE_S`. Unreachable or not-ready Triton
+is :class:`EngineUnavailable` (503); an error response from the model is :class:`EngineError`.
+
+Measured and not kept (BENCHMARKS.md, OpenAI API overhead): requests sharing a few long-lived streams,
+one reader task each, routed by request id. It saved the per-request stream set-up but read one response
+per stream per event-loop turn, so fewer responses completed per turn: lower throughput and higher TTFT
+at 64 streams for the same CPU per token; and responses of one request almost never arrived together
+(1.006 per step), so there was nothing to coalesce.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-STOP_GRACE_S = 5.0  # after a stop request, how long its responses are awaited before it is forgotten
-# Streams per engine: one reader task per stream, so a few let several responses complete per event-loop
-# turn; each new request goes to the next one in turn.
-LANES = 16
+STOP_GRACE_S = 5.0  # after a stop request, how long the stream may take to end before it is cancelled
 FINAL = "triton_final_response"
 # Reconnect fast once Triton is back (gRPC's default backoff grows to 120 s); messages of any size.
 CHANNEL_ARGS = [
@@ -92,95 +85,61 @@ def _output_ids(response: Any) -> list[int]:
     return []
 
 
-def _is_final(response: Any) -> bool:
-    param = response.parameters.get(FINAL)
-    return param is not None and bool(param.bool_param)
-
-
 class Generation:
     """One streamed ``tensorrt_llm`` request: iterate :meth:`tokens`; :meth:`stop` ends it early."""
 
     def __init__(self, engine: Engine, request_id: str, inputs: list[tuple[str, Any]]) -> None:
         self.engine = engine
         self.request_id = request_id
-        self.finished = False  # its final response (or an error, or its stream's failure) has arrived
+        self.finished = False
         self.stopping = False
-        self._ready: list[list[int]] = []
-        self._error: Exception | None = None
-        self._wake: asyncio.Future[None] | None = None
-        self._finals = 0  # while stopping: final responses seen (two end it)
-        self._lane = engine.lane()
-        self._lane.send(self, infer_request(engine.model, request_id, inputs))
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._requests.put_nowait(infer_request(engine.model, request_id, inputs))
+        self._call = engine.stub().ModelStreamInfer(self._iterate())
 
-    # ------------------------------------------------------------------ called by the stream's reader
-
-    def _deliver(self, message: Any) -> None:
-        response = message.infer_response
-        if self.stopping:
-            if message.error_message or _is_final(response):
-                self._finals += 1
-                if self._finals == 2:
-                    self._lane.forget(self)
-            return
-        if message.error_message:
-            self._error = _classify(message.error_message)
-            if not _is_final(response):  # a failure the engine may still be generating after
-                self._signal()
-                self.stop()
-                return
-            self.finished = True
-            self._lane.forget(self)
-        else:
-            ids = _output_ids(response)
-            if ids:
-                self._ready.append(ids)
-            if _is_final(response):
-                self.finished = True
-                self._lane.forget(self)
-        self._signal()
-
-    def _fail(self, error: Exception) -> None:
-        """Its stream failed: nothing more will arrive."""
-        if not self.stopping and self._error is None:
-            self._error = error
-        self.finished = True
-        self._signal()
-
-    def _signal(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    # ------------------------------------------------------------------ called by the consumer
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while (item := await self._requests.get()) is not None:
+            yield item
 
     async def tokens(self) -> AsyncIterator[list[list[int]]]:
-        """The token ids of each response, until the final one, in steps: each step holds every
-        response that arrived since the last (one list of ids per response, in order)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._ready:
-                batch, self._ready = self._ready, []
-                yield batch
-                continue
-            if self._error is not None:
-                self.finished = True
-                raise self._error
+        """The token ids of the responses, until the final one, in steps of one list of ids per response
+        (the consumer handles a step of several responses as one SSE event; this stream hands over one
+        response a step, as it reads them)."""
+        import grpc
+
+        try:
+            async for message in self._call:
+                if message.error_message:
+                    raise _classify(message.error_message)
+                response = message.infer_response
+                ids = _output_ids(response)
+                if ids:
+                    yield [ids]
+                if FINAL in response.parameters and response.parameters[FINAL].bool_param:
+                    self.finished = True
+                    return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EngineUnavailable(exc.details() or str(exc.code())) from None
+            raise _classify(exc.details() or str(exc.code())) from None
+        finally:
             if self.finished:
-                return
-            self._wake = loop.create_future()
-            try:
-                await self._wake
-            finally:
-                self._wake = None
+                self._requests.put_nowait(None)
+        if not self.finished:
+            raise EngineUnavailable("the stream from Triton ended before the final response")
 
     def stop(self) -> None:
-        """End the generation in the engine (its ``stop`` input on the same stream); its remaining
-        responses are dropped. Safe to call from a cancelled task and more than once."""
+        """End the generation in the engine (its ``stop`` input), then close the stream in the
+        background; safe to call from a cancelled task and more than once."""
         if self.finished or self.stopping:
+            self._requests.put_nowait(None)
             return
+        self.stopping = True
+        self.engine.spawn(self._stop_and_drain())
+
+    async def _stop_and_drain(self) -> None:
         import numpy as np
 
-        self.stopping = True
         self.engine.stops_sent += 1
         inputs = [
             ("input_ids", np.array([[0]], dtype=np.int32)),
@@ -188,100 +147,39 @@ class Generation:
             ("request_output_len", np.array([[1]], dtype=np.int32)),
             ("stop", np.array([[True]], dtype=bool)),
         ]
-        self._lane.send(self, infer_request(self.engine.model, self.request_id, inputs))
-        # A stop the engine never answers must not keep the request id routed for ever.
-        asyncio.get_running_loop().call_later(STOP_GRACE_S, self._lane.forget, self)
-
-    def close(self) -> None:
-        """Release the generation: one that has not finished is stopped in the engine."""
-        self.stop()
-
-
-class _Lane:
-    """One ``ModelStreamInfer`` stream carrying many requests, its responses routed by request id."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.routes: dict[str, Generation] = {}
-        self.dead = False
-        self.closed = False
-        self._requests: asyncio.Queue[Any] = asyncio.Queue()
-        self._call = engine.stub().ModelStreamInfer(self._iterate())
-        self.reader = asyncio.get_running_loop().create_task(self._read())
-        engine._readers.add(self.reader)
-        self.reader.add_done_callback(engine._readers.discard)
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        while (item := await self._requests.get()) is not None:
-            yield item
-
-    def send(self, generation: Generation, request: Any) -> None:
-        self.routes[generation.request_id] = generation
-        self._requests.put_nowait(request)
-
-    def forget(self, generation: Generation) -> None:
-        if self.routes.get(generation.request_id) is generation:
-            del self.routes[generation.request_id]
-            if not self.routes:
-                # No stream stays open while idle: Triton's shutdown would wait on it.
-                self.close()
-
-    async def _read(self) -> None:
-        import grpc
-
-        error: Exception = EngineUnavailable("the stream from Triton ended before the final response")
-        routes = self.routes
+        self._requests.put_nowait(infer_request(self.engine.model, self.request_id, inputs))
+        finals = 0
         try:
-            async for message in self._call:
-                generation = routes.get(message.infer_response.id)
-                if generation is not None:  # else: a forgotten (stopped) request's late response
-                    generation._deliver(message)
-        except grpc.aio.AioRpcError as exc:
-            # The stream itself failed, not one request on it: Triton went away or cut it (a shutdown
-            # cancels open streams), unless the status says otherwise.
-            lost = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)  # fmt: skip
-            if exc.code() in lost:
-                error = EngineUnavailable(exc.details() or str(exc.code()))
-            else:
-                error = _classify(exc.details() or str(exc.code()))
-        except asyncio.CancelledError:
-            error = EngineUnavailable("the API is shutting down")
-            raise
+            async with asyncio.timeout(STOP_GRACE_S):
+                async for message in self._call:
+                    # Two final responses: the stopped generation's and the stop request's own.
+                    params = message.infer_response.parameters
+                    if message.error_message or (FINAL in params and params[FINAL].bool_param):
+                        finals += 1
+                    if finals == 2:
+                        break
+        except Exception:  # failed or hung (TimeoutError): cancelling the stream is all that is left
+            pass
         finally:
-            self.end(error)
-
-    def end(self, error: Exception) -> None:
-        """Fail every request still on this stream and let the engine open a new one."""
-        self.dead = True
-        self.engine.drop(self)
-        routes, self.routes = self.routes, {}
-        for generation in routes.values():
-            generation._fail(error)
-        self._requests.put_nowait(None)
-        self._call.cancel()
+            self._requests.put_nowait(None)
+            self._call.cancel()
 
     def close(self) -> None:
-        """Half-close: Triton ends the stream once the requests on it have finished; new requests go to
-        a new stream."""
-        if not self.closed:
-            self.closed = True
-            self.engine.drop(self)
-            self._requests.put_nowait(None)
+        """Release the stream of a generation that finished (its final response read)."""
+        self._requests.put_nowait(None)
+        if not self.finished and not self.stopping:
+            self._call.cancel()
 
 
 class Engine:
-    """The gRPC channel to one Triton and its shared streams (created on first use, in the running
-    event loop)."""
+    """The gRPC channel to one Triton (created on first use, in the running event loop)."""
 
-    def __init__(self, url: str, model: str = "tensorrt_llm", lanes: int = LANES) -> None:
+    def __init__(self, url: str, model: str = "tensorrt_llm") -> None:
         self.url = url
         self.model = model
         self._channel: Any = None
         self._stub: Any = None
-        self._lanes: list[_Lane | None] = [None] * lanes
-        self._turn = itertools.cycle(range(lanes))
-        self._readers: set[asyncio.Task[None]] = set()  # of open and closing streams
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stops_sent = 0
 
     def stub(self) -> Any:
@@ -293,18 +191,10 @@ class Engine:
             self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         return self._stub
 
-    def lane(self) -> _Lane:
-        """The next stream in turn, opened again if it failed."""
-        i = next(self._turn)
-        lane = self._lanes[i]
-        if lane is None or lane.dead or lane.closed:
-            lane = self._lanes[i] = _Lane(self)
-        return lane
-
-    def drop(self, lane: _Lane) -> None:
-        for i, held in enumerate(self._lanes):
-            if held is lane:
-                self._lanes[i] = None
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def generate(self, request_id: str, inputs: list[tuple[str, Any]]) -> Generation:
         return Generation(self, request_id, inputs)
@@ -322,18 +212,9 @@ class Engine:
             return False
 
     async def close(self) -> None:
-        """Half-close every stream, give the requests on them (stops included) a grace period to end,
-        then cancel what is left and close the channel."""
-        lanes = [lane for lane in self._lanes if lane is not None]
-        for lane in lanes:
-            lane.close()
-        readers = [task for task in self._readers if not task.done()]
-        if readers:
-            _, pending = await asyncio.wait(readers, timeout=STOP_GRACE_S + 1)
-            for task in pending:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(task, STOP_GRACE_S + 1)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()

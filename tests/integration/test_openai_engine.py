@@ -1,7 +1,7 @@
-"""The OpenAI API's engine against the real Triton server (zero-delay schedule model): many requests
-share a few ``ModelStreamInfer`` streams, every response reaches its own request (token ids exact and
-in order, however they were grouped into steps), an error response fails only the request it names,
-the streams stay usable after it, and a stream opened on a Triton that went away is replaced.
+"""The OpenAI API's engine against the real Triton server (zero-delay schedule model): 60 concurrent
+requests on one engine each get exactly their own token ids, in order, in steps; an error response
+fails only the request it belongs to and the engine serves the next one; requests while Triton is gone
+fail as unavailable and the engine serves again once Triton is back on its port.
 Counts and order only, no timing."""
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ async def drive(engine: Engine, rid: str, n: int, forced: bool) -> tuple[list[in
     return ids, responses, steps
 
 
-def test_shared_streams_route_every_response(triton: TritonServer) -> None:
+def test_concurrent_requests_get_their_own_responses(triton: TritonServer) -> None:
     async def main() -> list[Any]:
-        engine = Engine(triton.grpc_url, lanes=3)
+        engine = Engine(triton.grpc_url)
         jobs = [drive(engine, f"t-{i}", 40 + i, forced=i % 5 != 4) for i in range(60)]
         results = await asyncio.gather(*jobs)
-        again = await drive(engine, "t-after", 7, True)  # the streams outlive the errors on them
+        again = await drive(engine, "t-after", 7, True)  # the engine outlives the errors
         await engine.close()
         return [*results, again]
 
@@ -91,9 +91,9 @@ def test_shared_streams_route_every_response(triton: TritonServer) -> None:
     assert results[60][:2] == ([10 + k for k in range(7)], 7)
 
 
-def test_stream_of_a_stopped_triton_is_replaced(tmp_path: Path) -> None:
+def test_triton_gone_then_back(tmp_path: Path) -> None:
     """Requests on a Triton that is gone fail as unavailable; once one is back on the same port, the
-    next request opens a new stream and completes."""
+    next request completes on the same engine (its channel reconnects)."""
     from swallow_trt.openai_api.engine import EngineUnavailable
     from tests.fixtures.schedule_repo import schedule_repo
 
@@ -109,7 +109,7 @@ def test_stream_of_a_stopped_triton_is_replaced(tmp_path: Path) -> None:
             return f"unavailable: {exc}"
 
     async def main() -> list[Any]:
-        engine = Engine(first.grpc_url, lanes=1)
+        engine = Engine(first.grpc_url)
         out = [await one(engine, "r-1")]
         first.stop()
         out.append(await one(engine, "r-2"))
