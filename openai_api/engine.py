@@ -70,7 +70,11 @@ def infer_request(model: str, request_id: str, inputs: list[tuple[str, Any]]) ->
             request.raw_input_contents.append(serialize_byte_tensor(value).item())
         else:
             request.raw_input_contents.append(value.tobytes())
+    # Both, though only the ids are read: the C++ backend fails a request whose named outputs lack
+    # either (fillTritonResponse in NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/
+    # model_instance_state.cc at c8c6df08), and the reference backend holds callers to the same rule.
     request.outputs.add(name="output_ids")
+    request.outputs.add(name="sequence_length")
     request.parameters[FINAL.replace("final_response", "enable_empty_final_response")].bool_param = True
     return request
 

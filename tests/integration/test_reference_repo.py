@@ -188,6 +188,46 @@ def test_bad_requests_get_errors_and_the_server_stays_up(
     assert ok
 
 
+@pytest.mark.parametrize("named", [("output_ids",), ("sequence_length",), ("output_ids", "sequence_length")])
+def test_named_outputs_must_include_ids_and_length(
+    served: tuple[TritonServer, Path], named: tuple[str, ...]
+) -> None:
+    """As the C++ backend: a request that names its outputs without both output_ids and sequence_length
+    fails at its first response (which is final); naming both streams as usual."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    server, _ = served
+    values = {"input_ids": [[5, 6, 7]], "input_lengths": [[3]], "request_output_len": [[3]]}
+    inputs = []
+    for name, value in {**values, "streaming": [[True]]}.items():
+        arr = np.array(value, dtype=bool if name == "streaming" else np.int32)
+        inputs.append(grpcclient.InferInput(name, list(arr.shape), "BOOL" if arr.dtype == bool else "INT32"))
+        inputs[-1].set_data_from_numpy(arr)
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    outputs = [grpcclient.InferRequestedOutput(n) for n in named]
+    client.async_stream_infer("tensorrt_llm", inputs, outputs=outputs, enable_empty_final_response=True)
+    got: list[Any] = []
+    try:
+        while True:
+            result, error = results.get(timeout=120)
+            got.append(error if error is not None else result)
+            if error is not None or result.get_response().parameters["triton_final_response"].bool_param:
+                break
+    finally:
+        client.stop_stream()
+        client.close()
+    if len(named) == 2:
+        assert all(isinstance(r, grpcclient.InferResult) for r in got)
+        assert sum(r.as_numpy("output_ids").size for r in got if r.as_numpy("output_ids") is not None) == 3
+    else:
+        missing = ({"output_ids", "sequence_length"} - set(named)).pop()
+        assert len(got) == 1
+        assert f"{missing} tensor must be present in list of output tensors" in str(got[0])
+
+
 def test_multi_turn_chat_sees_earlier_turns(served: tuple[TritonServer, Path]) -> None:
     from swallow_trt.triton_repo.client import stream_chat as client_stream
 

@@ -63,8 +63,18 @@ def _error(sender, message):
 
 
 def _requested(request):
-    names = [n for n in request.requested_output_names() if n in PRODUCED]
-    return names or list(PRODUCED)
+    """The outputs to send. A request that names its outputs must name both of PRODUCED: the C++
+    backend's fillTritonResponse throws, as its first and final response, when output_ids or
+    sequence_length is not among them (NVIDIA/TensorRT-LLM
+    triton_backend/inflight_batcher_llm/src/model_instance_state.cc at c8c6df08)."""
+    asked = set(request.requested_output_names())
+    for name in PRODUCED:
+        if asked and name not in asked:
+            raise ValueError(
+                f"Error encountered while populating response: {name} tensor must be present in list "
+                "of output tensors"
+            )
+    return list(PRODUCED)
 
 
 class Job:
