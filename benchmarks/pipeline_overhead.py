@@ -87,27 +87,16 @@ def _variants(ap: argparse.ArgumentParser, specs: list[str]) -> dict[str, Path]:
     return variants
 
 
-def _cpu_s(repo: Path, server_pid: int) -> dict[str, float]:
+def _cpu_s(server: Any) -> dict[str, float]:
     """CPU seconds (user + system) used so far by the server process itself ("tritonserver") and by each
-    model's Python stubs, keyed by model (a stub's second argument is ``<repo>/<model>/1/model.py``)."""
+    model's Python stubs, keyed by model: the stubs are the server's own (``TritonServer.stubs``, found
+    by its shared-memory prefix), so another server's do not count."""
     tick = os.sysconf("SC_CLK_TCK")
     cpu: dict[str, float] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid, key in [(server.pid, "tritonserver"), *((s.pid, s.model) for s in server.stubs())]:
         try:
-            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
-            stat = Path(entry.path, "stat").read_text(errors="replace")
-        except OSError:
-            continue
-        if int(entry.name) == server_pid:
-            key = "tritonserver"
-        elif len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
-            model = Path(argv[1].decode(errors="replace"))
-            if len(model.parents) < 3 or model.parents[2] != repo:  # another server's stub
-                continue
-            key = model.parents[1].name
-        else:
+            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+        except OSError:  # gone since it was listed
             continue
         fields = stat[stat.rfind(")") + 2 :].split()  # from field 3 (state): utime, stime are 14, 15
         cpu[key] = cpu.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
@@ -115,7 +104,7 @@ def _cpu_s(repo: Path, server_pid: int) -> dict[str, float]:
 
 
 def _point(
-    url: str, model: str, level: int, args: argparse.Namespace, out: Path, repo: Path, server_pid: int
+    url: str, model: str, level: int, args: argparse.Namespace, out: Path, repo: Path, server: Any
 ) -> dict[str, Any]:
     from swallow_trt.profiler.run import ProfileSpec, run_profile
 
@@ -124,9 +113,9 @@ def _point(
         output_tokens=args.output_tokens, dataset="ja", num_requests=args.num_requests, warmup=args.warmup,
         out=out, plots=False, workers=args.workers, request_timeout_s=args.request_timeout, repo=repo,
     )  # fmt: skip
-    t, cpu = time.monotonic(), _cpu_s(repo, server_pid)
+    t, cpu = time.monotonic(), _cpu_s(server)
     (p,) = run_profile(spec).points
-    used = {k: v - cpu.get(k, 0.0) for k, v in _cpu_s(repo, server_pid).items()}
+    used = {k: v - cpu.get(k, 0.0) for k, v in _cpu_s(server).items()}
     s = p.summary
     # Every request (the warm-up's too) streams exactly output_tokens: the CPU is spread over them all.
     tokens = (s["requests"]["ok"] + args.warmup) * args.output_tokens
@@ -278,7 +267,7 @@ def main() -> int:
                                 args,
                                 root / f"{model}-{level}-{n}",
                                 repo,
-                                server.pid or -1,
+                                server,
                             )
                         except (StageFailed, EnvironmentProblem) as exc:
                             failures.append({"round": n + 1, "target": model, "concurrency": level,
