@@ -23,6 +23,7 @@ PACKAGES = {
     "profiler": ("profiler", 6),
     "openai_api": ("openai_api", 6),
     "workflows": ("workflows", 6),
+    "deploy": ("deploy", 6),
     "cli": ("cli", 7),
 }
 BY_NAME = {name: directory for directory, (name, _) in PACKAGES.items() if name}
