@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from swallow_trt.cli.options import (
+    BUILD_FLAGS,
     AllowPickleOpt,
     CalibLenOpt,
     CalibOpt,
     CalibSizeOpt,
-    DtypeOpt,
+    DryRunOpt,
     EvalLenOpt,
     EvalSamplesOpt,
     ForceOpt,
-    Fp8Opt,
-    GpusOpt,
-    Int4AwqOpt,
     JsonOpt,
-    KvOpt,
-    MaxBatchOpt,
-    MaxInputOpt,
-    MaxSeqOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    MoeEpOpt,
-    MoeTpOpt,
-    OutRootOpt,
-    PpOpt,
-    ProfileOpt,
-    QformatOpt,
+    ModelFlags,
     RevisionOpt,
-    RuntimeOpt,
     SeedOpt,
-    TargetOpt,
-    TpOpt,
+    model_flags,
 )
-from swallow_trt.cli.output import emit_json, guarded, out
+from swallow_trt.cli.output import ConsoleReporter, emit_json, out
 
 if TYPE_CHECKING:
     from swallow_trt.builders.build import BuildResult
@@ -71,26 +55,9 @@ or Triton's llmapi model:
 """
 
 
-@guarded
+@model_flags(BUILD_FLAGS)
 def build(
-    model: ModelOpt,
-    target: TargetOpt = None,
-    profile: ProfileOpt = None,
-    tp: TpOpt = None,
-    pp: PpOpt = None,
-    fp8: Fp8Opt = False,
-    int4_awq: Int4AwqOpt = False,
-    qformat: QformatOpt = None,
-    kv_cache_dtype: KvOpt = None,
-    dtype: DtypeOpt = None,
-    gpus: GpusOpt = None,
-    max_batch_size: MaxBatchOpt = None,
-    max_input_len: MaxInputOpt = None,
-    max_seq_len: MaxSeqOpt = None,
-    max_num_tokens: MaxTokensOpt = None,
-    moe_tp_size: MoeTpOpt = None,
-    moe_ep_size: MoeEpOpt = None,
-    runtime: RuntimeOpt = "auto",
+    flags: ModelFlags,
     calib: CalibOpt = "ja",
     calib_size: CalibSizeOpt = 512,
     calib_max_seq_len: CalibLenOpt = 512,
@@ -103,14 +70,10 @@ def build(
     build_timeout: Annotated[
         float | None, typer.Option("--build-timeout", help="Stop trtllm-build after this many seconds.")
     ] = None,
-    out_root: OutRootOpt = Path("swallow-trt-out"),
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan and every command; check and run nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.builders.build import BuildRequest, run_build
-    from swallow_trt.builders.plan import PlanRequest, choose_qformat
     from swallow_trt.errors import UsageError
     from swallow_trt.quantize.worker import CalibSettings
 
@@ -119,25 +82,7 @@ def build(
             f"--build-timeout must be positive, got {build_timeout:g}", "pass a number of seconds"
         )
     req = BuildRequest(
-        plan=PlanRequest(
-            model=model,
-            target=target,
-            profile_path=profile,
-            gpus=gpus,
-            tp=tp,
-            pp=pp,
-            qformat=choose_qformat(fp8, int4_awq, qformat),
-            kv_cache_dtype=kv_cache_dtype.lower() if kv_cache_dtype else None,
-            dtype=dtype,
-            max_batch_size=max_batch_size,
-            max_input_len=max_input_len,
-            max_seq_len=max_seq_len,
-            max_num_tokens=max_num_tokens,
-            moe_tp_size=moe_tp_size,
-            moe_ep_size=moe_ep_size,
-            out=out_root,
-            runtime=runtime,
-        ),
+        plan=flags.plan_request(),
         calibration=CalibSettings(calib, calib_size, calib_max_seq_len, seed, eval_samples, eval_seq_len),
         revision=revision,
         allow_pickle=allow_pickle,
@@ -149,8 +94,6 @@ def build(
         result = run_build(req)
         render_dry_run(result, as_json)
         return
-    from swallow_trt.cli.quantize import ConsoleReporter
-
     reporter = ConsoleReporter(quiet=as_json)
     try:
         result = run_build(req, reporter)
@@ -160,8 +103,8 @@ def build(
 
 
 def render_dry_run(result: BuildResult, as_json: bool) -> None:
-    from swallow_trt.cli.plan import plan_to_json
-    from swallow_trt.cli.plan import render as render_plan
+    from swallow_trt.cli.plan_view import plan_to_json
+    from swallow_trt.cli.plan_view import render as render_plan
 
     if result.pytorch is not None:
         render_pytorch_dry_run(result, as_json)
@@ -204,8 +147,8 @@ def render_pytorch_dry_run(result: BuildResult, as_json: bool) -> None:
     import yaml
 
     from swallow_trt.builders.plan import command_line
-    from swallow_trt.cli.plan import plan_to_json
-    from swallow_trt.cli.plan import render as render_plan
+    from swallow_trt.cli.plan_view import plan_to_json
+    from swallow_trt.cli.plan_view import render as render_plan
 
     files = pytorch_files(result)
     if as_json:
@@ -279,47 +222,3 @@ def render_pytorch(result: BuildResult, as_json: bool) -> None:
     out(f"  manifest:   {result.manifest_path}")
     out(f"next: {command_line(r.serve_argv)}")
     out(f"  or: swallow-trt package --runtime pytorch --build {r.layout.root} --out {r.layout.repo}")
-
-
-def serve_pytorch(runtime: str, model: str | None, target: str | None, qformat: str | None, kv: str | None,
-                  tp: int | None, pp: int | None, out_root: Path, triton: bool, repo: Path | None,
-                  port: int | None, dry_run: bool, as_json: bool) -> None:  # fmt: skip
-    """``serve --runtime pytorch``: the same plan inputs as build find the same outputs."""
-    import yaml
-
-    from swallow_trt.builders.plan import PlanRequest, choose_qformat, command_line
-    from swallow_trt.builders.pytorch_runtime import run_serve, serve_request
-    from swallow_trt.errors import UsageError
-
-    if model is None:
-        raise UsageError("--runtime pytorch needs --model", "pass the --model (and --target) you built")
-    req = PlanRequest(model=model, target=target, tp=tp, pp=pp, qformat=choose_qformat(False, False, qformat),
-                      kv_cache_dtype=kv.lower() if kv else None, out=out_root, runtime=runtime)  # fmt: skip
-    served = serve_request(req, triton, repo, port)
-    if served["plan"].runtime != "pytorch":
-        raise UsageError(
-            f"{served['plan'].model.display_name} runs on the engine runtime by default",
-            "pass --runtime pytorch, or serve its engine repository with --repo",
-        )
-    layout = served["layout"]
-    if dry_run:
-        data = {
-            "dry_run": True,
-            "runtime": "pytorch",
-            "run": served["run"],
-            "needs": [str(p) for p in served["needs"]],
-            "options_file": str(layout.options),
-            "options": served["options"],
-            "commands": served["commands"],
-        }
-        if as_json:
-            emit_json(data)
-            return
-        out("dry run: nothing is checked or run on this machine")
-        out(f"run:   {command_line(served['run'])}")
-        out("needs: " + ", ".join(data["needs"]))
-        out(f"options: {layout.options}")
-        for line in yaml.safe_dump(served["options"], sort_keys=False).splitlines():
-            out(f"  {line}")
-        return
-    run_serve(served, triton, announce=lambda argv: out(f"running: {command_line(argv)}"))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from swallow_trt.cli.options import JsonOpt
-from swallow_trt.cli.output import emit_json, guarded
+from swallow_trt.cli.output import emit_json
 
 HELP = """Chat with a served model over gRPC streaming, printing text as it arrives.
 
@@ -34,7 +34,6 @@ Examples:
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
-@guarded
 def chat(
     prompt: Annotated[
         str | None, typer.Argument(help="The message; omit for an interactive session.")

@@ -1,5 +1,8 @@
 """Entry point: wires the sub-commands and turns SwallowTrtError into one line and an exit code.
 
+The error is caught once, in the group's ``invoke`` (every command runs inside it, whether from
+``run()`` or from typer's CliRunner in the tests), so no command can forget it.
+
 Each command's module is imported only when that command runs (or when help lists them all): the
 serving and profiling commands pull in modules that ``plan`` has no use for, and start-up is budgeted
 (benchmarks/cli_startup.py, at most 2x ``import typer``).
@@ -49,6 +52,27 @@ class LazyGroup(TyperGroup):
                 info, pretty_exceptions_short=True, rich_markup_mode=self.rich_markup_mode
             )
         return self.commands.get(cmd_name)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a SwallowTrtError becomes ``error: ...`` on stderr and its class's exit code,
+        with the traceback only under SWALLOW_TRT_DEBUG=1; Ctrl-C exits 130 with one line."""
+        from swallow_trt.errors import SwallowTrtError
+
+        try:
+            return super().invoke(ctx)
+        except SwallowTrtError as exc:
+            from swallow_trt.cli.output import report_error
+            from swallow_trt.settings import load_settings
+
+            if load_settings().debug:
+                raise
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            from swallow_trt.cli.output import error_line
+
+            error_line("interrupted")
+            raise typer.Exit(130) from None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:

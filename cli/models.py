@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from swallow_trt.cli.options import JsonOpt
-from swallow_trt.cli.output import emit_json, guarded, out, table
+from swallow_trt.cli.output import emit_json, out, table
 
 MODELS_HELP = """List every Swallow release in the registry, with aliases, architecture, chat format, licence
 and the runtimes each can use: engine (trtllm-build) and/or pytorch (TensorRT-LLM's LLM API; GPT-OSS
@@ -29,7 +29,6 @@ Examples:
 """
 
 
-@guarded
 def models(
     family: Annotated[
         str | None, typer.Option("--family", help="Only this family (e.g. swallow-ms).")

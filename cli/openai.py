@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from swallow_trt.cli.options import ApiKeyOpt, ApiModelNameOpt, CorsOriginOpt, MaxBodyOpt, MaxInFlightOpt
-from swallow_trt.cli.output import guarded
 
 HELP = """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, /health,
 /metrics) in front of a Triton that already serves REPO, e.g. on another machine or pod.
@@ -29,7 +28,6 @@ Examples:
 """
 
 
-@guarded
 def openai(
     triton_url: Annotated[
         str, typer.Option("--triton-url", help="Triton's gRPC address HOST:PORT.")

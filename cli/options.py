@@ -1,11 +1,31 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once, and the model flags as one object.
+
+The model x format x parallelism x target flags (``--model --target --tp --fp8 ...``) reach a command as
+one :class:`ModelFlags`, whose :meth:`ModelFlags.plan_request` is the only mapping from flags to
+``builders.plan.PlanRequest``. typer reads options from a function's parameters, so :func:`model_flags`
+writes those parameters into the command's signature and folds them back into the object::
+
+    @model_flags(PLAN_FLAGS)
+    def plan(flags: ModelFlags, as_json: JsonOpt = False) -> None:
+        result = make_plan(flags.plan_request())
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from swallow_trt.builders.plan import PlanRequest
+
+P = ParamSpec("P")
+R = TypeVar("R")
+DEFAULT_OUT = Path("swallow-trt-out")
 
 ModelOpt = Annotated[
     str,
@@ -124,3 +144,152 @@ ApiModelNameOpt = Annotated[
         "--model-name", help="Model id the OpenAI API's /v1/models shows (default: the repository's)."
     ),
 ]
+
+# Flags of single commands whose meaning another command's flag of the same name does not share.
+ExportTpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel shards to export.")]
+ExportPpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages to export.")]
+ServeModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="pytorch: the model built.")]
+ServeRuntimeOpt = Annotated[
+    str | None, typer.Option("--runtime", help="pytorch: serve a `build --runtime pytorch` output.")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan and every command; check and run nothing.")
+]
+BindHostOpt = Annotated[str, typer.Option("--host", help="Address to bind.")]
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """What the model flags of one command line said; the defaults are the flags' defaults.
+
+    ``model`` is None only where the command makes --model optional (serve without --runtime pytorch).
+    """
+
+    model: str | None = None
+    target: str | None = None
+    profile: Path | None = None
+    tp: int | None = None
+    pp: int | None = None
+    fp8: bool = False
+    int4_awq: bool = False
+    qformat: str | None = None
+    kv_cache_dtype: str | None = None
+    dtype: str | None = None
+    gpu: str | None = None
+    gpus: int | None = None
+    max_batch_size: int | None = None
+    max_input_len: int | None = None
+    max_seq_len: int | None = None
+    max_num_tokens: int | None = None
+    moe_tp_size: int | None = None
+    moe_ep_size: int | None = None
+    out: Path = DEFAULT_OUT
+    runtime: str | None = "auto"
+
+    def plan_request(self) -> PlanRequest:
+        """The planner's request: --fp8/--int4-awq/--qformat folded into one format, checked here."""
+        from swallow_trt.builders.plan import PlanRequest, choose_qformat
+        from swallow_trt.errors import UsageError
+
+        if self.model is None:
+            raise UsageError("--model is required here", "pass the --model (and --target) to plan for")
+        return PlanRequest(
+            model=self.model,
+            target=self.target,
+            profile_path=self.profile,
+            gpu=self.gpu,
+            gpus=self.gpus,
+            tp=self.tp,
+            pp=self.pp,
+            qformat=choose_qformat(self.fp8, self.int4_awq, self.qformat),
+            kv_cache_dtype=self.kv_cache_dtype.lower() if self.kv_cache_dtype else None,
+            dtype=self.dtype,
+            max_batch_size=self.max_batch_size,
+            max_input_len=self.max_input_len,
+            max_seq_len=self.max_seq_len,
+            max_num_tokens=self.max_num_tokens,
+            moe_tp_size=self.moe_tp_size,
+            moe_ep_size=self.moe_ep_size,
+            out=self.out,
+            runtime="auto" if self.runtime is None else self.runtime,
+        )
+
+
+# Each ModelFlags field's option, in --help order. --model is required unless a command overrides it.
+MODEL_FLAG_OPTIONS: dict[str, Any] = {
+    "model": ModelOpt,
+    "target": TargetOpt,
+    "profile": ProfileOpt,
+    "tp": TpOpt,
+    "pp": PpOpt,
+    "fp8": Fp8Opt,
+    "int4_awq": Int4AwqOpt,
+    "qformat": QformatOpt,
+    "kv_cache_dtype": KvOpt,
+    "dtype": DtypeOpt,
+    "gpu": GpuOpt,
+    "gpus": GpusOpt,
+    "max_batch_size": MaxBatchOpt,
+    "max_input_len": MaxInputOpt,
+    "max_seq_len": MaxSeqOpt,
+    "max_num_tokens": MaxTokensOpt,
+    "moe_tp_size": MoeTpOpt,
+    "moe_ep_size": MoeEpOpt,
+    "out": OutRootOpt,
+    "runtime": RuntimeOpt,
+}
+PLAN_FLAGS = frozenset(MODEL_FLAG_OPTIONS)
+# build builds for every GPU of the target (no --gpu); quantize exports shards (its own --tp/--pp, --out).
+BUILD_FLAGS = PLAN_FLAGS - {"gpu"}
+QUANTIZE_FLAGS = frozenset(
+    {"model", "target", "tp", "pp", "fp8", "int4_awq", "qformat", "kv_cache_dtype", "dtype"}
+)
+SERVE_FLAGS = frozenset({"model", "target", "tp", "pp", "qformat", "kv_cache_dtype", "out", "runtime"})
+
+
+def model_flags(
+    names: Collection[str], **overrides: tuple[Any, Any]
+) -> Callable[[Callable[Concatenate[ModelFlags, P], R]], Callable[..., R]]:
+    """Give a command the model flags ``names`` as its first argument, one :class:`ModelFlags`.
+
+    The command's signature (what typer reads) becomes one parameter per flag, each with its option from
+    MODEL_FLAG_OPTIONS and its default from ModelFlags (--model: required), then the command's own
+    parameters. ``overrides`` gives a flag another ``(option, default)`` for one command (serve's
+    optional --model). The command's own parameters must not reuse a flag's name.
+    """
+    unknown = (set(names) - set(MODEL_FLAG_OPTIONS)) | (set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"not model flags of this command: {sorted(unknown)}")
+    defaults = {f.name: f.default for f in fields(ModelFlags)}
+    chosen = [n for n in MODEL_FLAG_OPTIONS if n in names]
+
+    def decorate(command: Callable[Concatenate[ModelFlags, P], R]) -> Callable[..., R]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+        clash = {p.name for p in own} & set(MODEL_FLAG_OPTIONS)
+        if clash:
+            raise ValueError(f"{command.__name__}: parameters named like model flags: {sorted(clash)}")
+        flag_params = []
+        for name in chosen:
+            option, default = overrides.get(name, (MODEL_FLAG_OPTIONS[name], defaults[name]))
+            if name == "model" and name not in overrides:
+                default = inspect.Parameter.empty
+            flag_params.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+            )
+        params = flag_params + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        run = cast(Callable[..., R], command)  # typer passes the command's own parameters by keyword
+
+        def wrapper(**kwargs: Any) -> R:
+            flags = ModelFlags(**{n: kwargs.pop(n) for n in chosen})
+            return run(flags, **kwargs)
+
+        wrapper.__name__ = command.__name__
+        wrapper.__qualname__ = command.__qualname__
+        wrapper.__doc__ = command.__doc__
+        wrapper.__module__ = command.__module__
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate

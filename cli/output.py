@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-P = ParamSpec("P")
-R = TypeVar("R")
+    from swallow_trt.errors import SwallowTrtError
 
 
 def console() -> Console:  # rich, for progress on long stages
@@ -62,27 +59,56 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.2f} ms"
 
 
-def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn SwallowTrtError into ``error: ...`` on stderr and its exit code (traceback with SWALLOW_TRT_DEBUG=1)."""
+def report_error(exc: SwallowTrtError) -> None:
+    """A failure as people read it: ``error: <fact> — <hint>`` on stderr, then its details (a log tail)."""
+    error_line(exc.one_line())
+    if exc.details:
+        sys.stderr.write(exc.details.rstrip() + "\n")
+        sys.stderr.flush()
 
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        import typer
 
-        from swallow_trt.errors import SwallowTrtError
-        from swallow_trt.settings import load_settings
+class ConsoleReporter:
+    """Progress on stderr: a live bar on a terminal, a line per 10% otherwise."""
 
-        try:
-            return fn(*args, **kwargs)
-        except SwallowTrtError as exc:
-            if load_settings().debug:
-                raise
-            error_line(exc.one_line())
-            if exc.details:
-                sys.stderr.write(exc.details.rstrip() + "\n")
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            error_line("interrupted")
-            raise typer.Exit(130) from None
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._last_decile = -1
 
-    return wrapper
+    def phase(self, message: str) -> None:
+        self._close_bar()
+        if not self.quiet:
+            sys.stderr.write(f"• {message}\n")
+
+    def warn(self, message: str) -> None:
+        self._close_bar()
+        sys.stderr.write(f"warning: {message}\n")
+
+    def calib(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            if self._bar is None:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+                self._bar = Progress(
+                    "calibrating", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+                )
+                self._bar.start()
+                self._task = self._bar.add_task("calib", total=total)
+            self._bar.update(self._task, completed=done)
+        else:
+            decile = done * 10 // max(total, 1)
+            if decile != self._last_decile:
+                self._last_decile = decile
+                sys.stderr.write(f"  calibration {done}/{total}\n")
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def close(self) -> None:
+        self._close_bar()

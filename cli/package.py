@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from swallow_trt.cli.options import JsonOpt
-from swallow_trt.cli.output import emit_json, guarded, out
+from swallow_trt.cli.output import emit_json, out
 
 HELP = """Write a self-contained Triton model repository for a Swallow model.
 
@@ -43,7 +43,6 @@ Examples:
 """
 
 
-@guarded
 def package(
     out_dir: Annotated[Path, typer.Option("--out", help="Repository directory to create.")],
     engine: Annotated[

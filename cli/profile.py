@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from swallow_trt.cli.options import Fp8Opt, Int4AwqOpt, JsonOpt, QformatOpt, TargetOpt, TpOpt
-from swallow_trt.cli.output import emit_json, guarded, out, table
+from swallow_trt.cli.output import emit_json, out, table
 
 if TYPE_CHECKING:
     from swallow_trt.profiler.perf_report import Point
@@ -40,7 +40,6 @@ Examples:
 """
 
 
-@guarded
 def profile(
     url: Annotated[
         str | None,

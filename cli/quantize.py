@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from swallow_trt.cli.options import (
+    QUANTIZE_FLAGS,
     AllowPickleOpt,
     CalibLenOpt,
     CalibOpt,
     CalibSizeOpt,
-    DtypeOpt,
     EvalLenOpt,
     EvalSamplesOpt,
+    ExportPpOpt,
+    ExportTpOpt,
     ForceOpt,
-    Fp8Opt,
-    Int4AwqOpt,
     JsonOpt,
-    KvOpt,
-    ModelOpt,
-    QformatOpt,
+    ModelFlags,
     RevisionOpt,
     SeedOpt,
-    TargetOpt,
+    model_flags,
 )
-from swallow_trt.cli.output import emit_json, guarded, out
+from swallow_trt.cli.output import ConsoleReporter, emit_json, out
 
 if TYPE_CHECKING:
     from swallow_trt.builders.quantize_stage import QuantizeResult
@@ -53,70 +50,15 @@ Examples:
 """
 
 
-class ConsoleReporter:
-    """Progress on stderr: a live bar on a terminal, a line per 10% otherwise."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self._bar: Any = None
-        self._task: Any = None
-        self._last_decile = -1
-
-    def phase(self, message: str) -> None:
-        self._close_bar()
-        if not self.quiet:
-            sys.stderr.write(f"• {message}\n")
-
-    def warn(self, message: str) -> None:
-        self._close_bar()
-        sys.stderr.write(f"warning: {message}\n")
-
-    def calib(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            if self._bar is None:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-                self._bar = Progress(
-                    "calibrating", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-                )
-                self._bar.start()
-                self._task = self._bar.add_task("calib", total=total)
-            self._bar.update(self._task, completed=done)
-        else:
-            decile = done * 10 // max(total, 1)
-            if decile != self._last_decile:
-                self._last_decile = decile
-                sys.stderr.write(f"  calibration {done}/{total}\n")
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-    def close(self) -> None:
-        self._close_bar()
-
-
-@guarded
+@model_flags(QUANTIZE_FLAGS, tp=(ExportTpOpt, 1), pp=(ExportPpOpt, 1))
 def quantize(
-    model: ModelOpt,
-    qformat: QformatOpt = None,
-    fp8: Fp8Opt = False,
-    int4_awq: Int4AwqOpt = False,
-    kv_cache_dtype: KvOpt = None,
-    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel shards to export.")] = 1,
-    pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages to export.")] = 1,
-    dtype: DtypeOpt = None,
+    flags: ModelFlags,
     calib: CalibOpt = "ja",
     calib_size: CalibSizeOpt = 512,
     calib_max_seq_len: CalibLenOpt = 512,
     seed: SeedOpt = 0,
     eval_samples: EvalSamplesOpt = 8,
     eval_seq_len: EvalLenOpt = 256,
-    target: TargetOpt = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -128,20 +70,23 @@ def quantize(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    from swallow_trt.builders.plan import choose_qformat
     from swallow_trt.builders.quantize_stage import QuantizeRequest, run_quantize
     from swallow_trt.quantize.worker import CalibSettings
 
+    plan = flags.plan_request()
+    # quantize's own --tp/--pp default to 1, not to the target's
+    assert plan.tp is not None
+    assert plan.pp is not None
     req = QuantizeRequest(
-        model=model,
-        qformat=choose_qformat(fp8, int4_awq, qformat),
-        kv_cache_dtype=kv_cache_dtype.lower() if kv_cache_dtype else None,
-        tp=tp,
-        pp=pp,
-        dtype=dtype,
+        model=plan.model,
+        qformat=plan.qformat,
+        kv_cache_dtype=plan.kv_cache_dtype,
+        tp=plan.tp,
+        pp=plan.pp,
+        dtype=plan.dtype,
         calibration=CalibSettings(calib, calib_size, calib_max_seq_len, seed, eval_samples, eval_seq_len),
         out=out_dir,
-        target=target,
+        target=plan.target,
         revision=revision,
         allow_pickle=allow_pickle,
         force=force,

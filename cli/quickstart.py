@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from swallow_trt.cli.options import JsonOpt
-from swallow_trt.cli.output import emit_json, guarded, out
+from swallow_trt.cli.output import emit_json, out
 
 HELP = """Run every stage on a tiny, randomly initialised Swallow-shaped model, without a GPU.
 
@@ -27,7 +27,6 @@ Examples:
 """
 
 
-@guarded
 def quickstart(
     out_dir: Annotated[Path, typer.Option("--out", help="Working directory.")] = Path(
         "swallow-trt-quickstart"
@@ -38,7 +37,7 @@ def quickstart(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")] = 48,
     as_json: JsonOpt = False,
 ) -> None:
-    from swallow_trt.cli.quantize import ConsoleReporter
+    from swallow_trt.cli.output import ConsoleReporter
     from swallow_trt.errors import UsageError
     from swallow_trt.workflows.quickstart import QuickstartRequest, run_quickstart
 

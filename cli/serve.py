@@ -9,20 +9,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from swallow_trt.cli.options import (
+    SERVE_FLAGS,
     ApiKeyOpt,
     ApiModelNameOpt,
+    BindHostOpt,
     CorsOriginOpt,
     JsonOpt,
-    KvOpt,
     MaxBodyOpt,
     MaxInFlightOpt,
-    OutRootOpt,
-    PpOpt,
-    QformatOpt,
-    TargetOpt,
-    TpOpt,
+    ModelFlags,
+    ServeModelOpt,
+    ServeRuntimeOpt,
+    model_flags,
 )
-from swallow_trt.cli.output import emit_json, guarded, out
+from swallow_trt.cli.output import emit_json, out
 
 if TYPE_CHECKING:
     from swallow_trt.triton_repo.server import TritonServer
@@ -67,12 +67,13 @@ Qwen3), or with --triton Triton's llmapi model from `package --runtime pytorch`.
 """
 
 
-@guarded
+@model_flags(SERVE_FLAGS, model=(ServeModelOpt, None), runtime=(ServeRuntimeOpt, None))
 def serve(
+    flags: ModelFlags,
     repo: Annotated[
         Path | None, typer.Option("--repo", help="Model repository (from swallow-trt package).")
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    host: BindHostOpt = "127.0.0.1",
     http_port: Annotated[
         int | None, typer.Option("--http-port", help="HTTP port (default: a free one).")
     ] = None,
@@ -103,29 +104,18 @@ def serve(
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", help="Server restarts allowed before serve gives up (0: none).")
     ] = 5,
-    runtime: Annotated[
-        str | None, typer.Option("--runtime", help="pytorch: serve a `build --runtime pytorch` output.")
-    ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="pytorch: the model built.")] = None,
-    target: TargetOpt = None,
-    qformat: QformatOpt = None,
-    kv_cache_dtype: KvOpt = None,
-    tp: TpOpt = None,
-    pp: PpOpt = None,
-    out_root: OutRootOpt = Path("swallow-trt-out"),
     triton: Annotated[bool, typer.Option("--triton", help="pytorch: Triton with the llmapi model.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="pytorch: print the command and files.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="pytorch: print the command and files; run nothing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
     from swallow_trt.triton_repo.launch import inspect_repo, run_until_stopped, server_for
     from swallow_trt.triton_repo.recovery import Recovery
 
-    if runtime is not None and runtime.strip().lower() != "engine":
-        from swallow_trt.cli.build import serve_pytorch
-
-        serve_pytorch(runtime, model, target, qformat, kv_cache_dtype, tp, pp, out_root, triton,
-                      repo, http_port, dry_run, as_json)  # fmt: skip
+    if flags.runtime is not None and flags.runtime.strip().lower() != "engine":
+        serve_pytorch(flags, triton, repo, http_port, dry_run, as_json)
         return
     if repo is None:
         raise UsageError("--repo is required", "pass the repository `swallow-trt package` wrote")
@@ -172,6 +162,7 @@ def serve(
         metrics_port=metrics_port,
         recovery=Recovery(ready_timeout_s=ready_timeout, max_restarts=max_restarts),
         on_event=on_event,
+        start_timeout_s=ready_timeout,
     )
     from swallow_trt.openai_api.server import ApiLaunch, api_applies
 
@@ -185,7 +176,49 @@ def serve(
         )
         for line in api.warnings():
             on_event(line)
-    run_until_stopped(server, ready_timeout_s=ready_timeout, on_ready=on_ready,
+    run_until_stopped(server, on_ready=on_ready,
                       companion=api.companion() if api is not None else None)  # fmt: skip
     if not as_json:
         out("stopped")
+
+
+def serve_pytorch(
+    flags: ModelFlags, triton: bool, repo: Path | None, port: int | None, dry_run: bool, as_json: bool
+) -> None:
+    """``serve --runtime pytorch``: the same plan inputs as build find the same outputs."""
+    import yaml
+
+    from swallow_trt.builders.plan import command_line
+    from swallow_trt.builders.pytorch_runtime import run_serve, serve_request
+    from swallow_trt.errors import UsageError
+
+    if flags.model is None:
+        raise UsageError("--runtime pytorch needs --model", "pass the --model (and --target) you built")
+    served = serve_request(flags.plan_request(), triton, repo, port)
+    if served["plan"].runtime != "pytorch":
+        raise UsageError(
+            f"{served['plan'].model.display_name} runs on the engine runtime by default",
+            "pass --runtime pytorch, or serve its engine repository with --repo",
+        )
+    layout = served["layout"]
+    if dry_run:
+        data = {
+            "dry_run": True,
+            "runtime": "pytorch",
+            "run": served["run"],
+            "needs": [str(p) for p in served["needs"]],
+            "options_file": str(layout.options),
+            "options": served["options"],
+            "commands": served["commands"],
+        }
+        if as_json:
+            emit_json(data)
+            return
+        out("dry run: nothing is checked or run on this machine")
+        out(f"run:   {command_line(served['run'])}")
+        out("needs: " + ", ".join(data["needs"]))
+        out(f"options: {layout.options}")
+        for line in yaml.safe_dump(served["options"], sort_keys=False).splitlines():
+            out(f"  {line}")
+        return
+    run_serve(served, triton, announce=lambda argv: out(f"running: {command_line(argv)}"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swallow_trt.cli.options import JsonOpt
-from swallow_trt.cli.output import emit_json, guarded, out, table
+from swallow_trt.cli.output import emit_json, out, table
 
 TARGETS_HELP = """List the GPU target profiles: GPUs, SM, formats, KV-cache dtype, build and runtime settings.
 
@@ -15,7 +15,6 @@ Examples:
 """
 
 
-@guarded
 def targets(as_json: JsonOpt = False) -> None:
     from swallow_trt.profiles import all_targets
     from swallow_trt.schema import to_plain
