@@ -23,7 +23,7 @@ still in flight.
 
 The ``openai`` target (an OpenAI-compatible API, ``--api openai``) runs the same jobs over HTTP/1.1 and
 server-sent events instead (:mod:`swallow_trt.profiler.openai_client`, asyncio in the same processes),
-into the same records.
+into the same records (:mod:`swallow_trt.profiler.records`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-Kind = Literal["tensorrt_llm", "chat", "ensemble", "openai"]
+from swallow_trt.profiler.records import Job, Kind, Rec, WorkerResult
+
 COUNT_OUTPUT: dict[str, tuple[str, bool]] = {  # kind -> (output carrying the count, cumulative?)
     "tensorrt_llm": ("sequence_length", False),
     "ensemble": ("sequence_length", False),
@@ -115,51 +116,6 @@ def _infer_inputs(tensors: list[Tensor]) -> list[Any]:
         i.set_data_from_numpy(np.array(x.values, dtype=np_types[x.datatype]).reshape(x.shape))
         built.append(i)
     return built
-
-
-# --------------------------------------------------------------------------------------------------
-# Jobs and their results (plain data: they cross process boundaries)
-
-
-@dataclass(frozen=True)
-class Job:
-    mode: Literal["closed", "open"]
-    t0_ns: int  # nothing is sent before
-    first_index: int  # global index of this worker's first request (closed loop: index = first + k * stride)
-    stride: int
-    slot_starts: tuple[int, ...] = ()  # closed loop: one per request kept in flight, when it starts (ns)
-    count: int | None = None  # closed loop: requests to send (None: until the deadline)
-    deadline_ns: int | None = None  # closed loop: send nothing after
-    schedule: tuple[tuple[int, int], ...] = ()  # open loop: (global index, scheduled send ns)
-    timeout_ns: int = 300 * 10**9  # after the last send, wait this long for stragglers
-
-
-@dataclass
-class Rec:
-    """One request as a worker saw it (monotonic ns)."""
-
-    index: int
-    prompt: int
-    scheduled_ns: int
-    sent_ns: int = 0
-    final_ns: int = 0
-    tokens: int = 0
-    chunk_ns: list[int] = field(default_factory=list)  # responses that carried tokens
-    chunk_tokens: list[int] = field(default_factory=list)
-    server_ns: list[int] = field(default_factory=list)  # the server's send time of those, if reported
-    input_tokens: int = -1  # as the server reported it, if it does
-    error: str = ""
-
-
-@dataclass
-class WorkerResult:
-    worker: int
-    records: list[Rec]
-    wall_ns: int
-    cpu_s: float
-    callback_busy_ns: int
-    responses: int
-    stopped: bool = False
 
 
 class _Stream:

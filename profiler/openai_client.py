@@ -1,6 +1,6 @@
 """The profiler's client for an OpenAI-compatible API (``swallow-trt profile --api openai``): streaming chat
-completions over HTTP/1.1 and server-sent events, timed with the same clock and the same records as the
-gRPC routes (:mod:`swallow_trt.profiler.loadgen`).
+completions over HTTP/1.1 and server-sent events, timed with the same clock as the gRPC routes
+(:mod:`swallow_trt.profiler.loadgen`), into the same records (:mod:`swallow_trt.profiler.records`).
 
 The client is the standard library's asyncio (uvloop where installed) with a small HTTP/1.1 response
 parser of its own (:class:`HttpSse`: status line, headers, chunked or sized body, SSE ``data:`` fields),
@@ -38,7 +38,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from swallow_trt.errors import EnvironmentProblem, UsageError
-from swallow_trt.profiler.loadgen import Job, Rec, WorkerResult
+from swallow_trt.profiler.records import Job, Rec, WorkerResult
 
 CHAT_PATH = "/v1/chat/completions"
 FORCING_FIELDS = ("min_tokens", "ignore_eos")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swallow_trt.profiler.loadgen import Rec, WorkerResult
+from swallow_trt.profiler.records import Rec, WorkerResult
 
 STATS = ("mean", "p50", "p90", "p95", "p99")
 LATENESS_WARN_MS = 1.0  # the client's own error budget

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from swallow_trt.checks import output_dir
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
-from swallow_trt.profiler.loadgen import Job, Kind, Target, WorkerPool
+from swallow_trt.profiler.loadgen import Target, WorkerPool
 from swallow_trt.profiler.perf_report import (
     Point,
     Request,
@@ -54,6 +54,7 @@ from swallow_trt.profiler.perf_report import (
     write_json,
     write_plots,
 )
+from swallow_trt.profiler.records import Job, Kind
 from swallow_trt.triton_repo.client import check_grpc_url
 
 if TYPE_CHECKING:

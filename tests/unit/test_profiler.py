@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from swallow_trt.errors import UsageError
-from swallow_trt.profiler.loadgen import Rec, Target, WorkerResult, request_tensors
+from swallow_trt.profiler.loadgen import Target, request_tensors
 from swallow_trt.profiler.perf_report import Point, Request, Slo, percentile, stats, summarize
+from swallow_trt.profiler.records import Rec, WorkerResult
 from swallow_trt.profiler.run import (
     ProfileSpec,
     choose_mode,
