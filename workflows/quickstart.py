@@ -43,7 +43,7 @@ class QuickstartRequest:
 
 
 def _tiny_model(directory: Path) -> Path:
-    from swallow_trt.quantize.tiny import make_checkpoint, make_tokenizer
+    from swallow_trt.workflows.tiny import make_checkpoint, make_tokenizer
 
     if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
         return directory

@@ -97,7 +97,7 @@ def test_qwen3_fp8_hf_export_on_cuda(tmp_path: Path) -> None:
     weight to within FP8's resolution."""
     from safetensors.torch import load_file
 
-    from swallow_trt.quantize.tiny import make_checkpoint
+    from tests.fixtures.tiny import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "qwen3", "qwen3")
     res = cli("build", "--runtime", "pytorch", "--model", str(ckpt), "--target", "hopper", "--fp8",
@@ -121,7 +121,7 @@ def test_tiny_qwen3_engine_logits_match_hf(tmp_path: Path) -> None:
     gives HF's next-token logits on a Japanese prompt."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from swallow_trt.quantize.tiny import make_checkpoint
+    from tests.fixtures.tiny import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "qwen3", "qwen3")
     out = tmp_path / "out"
@@ -153,7 +153,7 @@ def test_tiny_gpt_oss_through_the_llm_api(tmp_path: Path) -> None:
     from tensorrt_llm import LLM, SamplingParams
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from swallow_trt.quantize.tiny import make_checkpoint
+    from tests.fixtures.tiny import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "gpt_oss", "gpt_oss")
     res = cli("build", "--runtime", "pytorch", "--model", str(ckpt), "--target", "hopper", "--qformat",

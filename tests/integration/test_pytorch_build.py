@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from swallow_trt.builders.pytorch_runtime import llm_args_problems
-from swallow_trt.quantize.tiny import make_checkpoint
 from swallow_trt.triton_repo.llmapi import UPSTREAM_FILES
+from tests.fixtures.tiny import make_checkpoint
 
 FAST = ["--calib-size", "4", "--calib-max-seq-len", "32", "--eval-samples", "1", "--eval-seq-len", "32"]
 

@@ -1,6 +1,7 @@
 """Tiny random-weight Hugging Face checkpoints with the Swallow shapes that matter.
 
-Used by the integration tests and the benchmarks: every checkpoint is built in the test run, offline, in a
+Used by ``swallow-trt quickstart`` (its model) and, through ``tests/fixtures/tiny.py``, by the tests and the
+benchmarks; nothing else in the package imports it. Every checkpoint is built in the test run, offline, in a
 second or two, from the transformers config class of its architecture, with a tokenizer trained on the
 Japanese paragraphs shipped in the package (``swallow_trt/data/jsquad-v1.3-ja.jsonl``).
 
@@ -60,7 +61,7 @@ module and calling ``shape`` needs none of them.
 
 Self-check (builds each kind, loads it back, runs a forward pass, checks determinism and timings)::
 
-    .venv/bin/python -m swallow_trt.quantize.tiny
+    .venv/bin/python -m swallow_trt.workflows.tiny
 """
 
 from __future__ import annotations
