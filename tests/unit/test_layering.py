@@ -18,6 +18,8 @@ PACKAGES = {
     "text": ("text", 1),
     "quantize": ("quantize", 2),
     "profiles": ("profiles", 3),
+    # The performance model: below builders and the profiler (which use it), above profiles.
+    "perf": ("perf", 3.5),
     "builders": ("builders", 4),
     "triton_repo": ("triton_repo", 5),
     "profiler": ("profiler", 6),
