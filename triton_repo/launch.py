@@ -200,3 +200,23 @@ def run_until_stopped(
             signal.signal(s, handler)
     assert flag.signum is not None
     return flag.signum
+
+
+def multi_node_argv(
+    single: list[str], hosts: list[str], slots_per_host: int, rsh_agent: str | None = None
+) -> list[str]:
+    """The multi-rank launch of one server (``TritonServer.command()`` with more than one rank: mpirun,
+    then ``-n 1 <rank argv>`` per rank joined by ``:``) spread over ``hosts``, ``slots_per_host`` ranks
+    each, filled in order: rank 0, which serves HTTP/gRPC/metrics, lands on ``hosts[0]``; the other
+    ranks load only ``tensorrt_llm`` as on one node. ``rsh_agent`` is what mpirun starts remote ranks
+    with (Open MPI's ``plm_rsh_agent``; its default is ssh). Every rank's argv is left as it was."""
+    argv = list(single)
+    if len(argv) < 2 or argv[1] != "--allow-run-as-root" or argv.count(":") + 1 < 2:
+        raise ValueError("not a multi-rank mpirun launch")
+    ranks = argv.count(":") + 1
+    if slots_per_host < 1 or len(hosts) * slots_per_host != ranks:
+        raise ValueError(f"{ranks} ranks do not fill {len(hosts)} host(s) of {slots_per_host} slot(s)")
+    spread = ["--host", ",".join(f"{h}:{slots_per_host}" for h in hosts), "--map-by", "slot"]
+    if rsh_agent is not None:
+        spread += ["--mca", "plm_rsh_agent", rsh_agent]
+    return [*argv[:2], *spread, *argv[2:]]
