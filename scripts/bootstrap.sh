@@ -21,7 +21,10 @@ py="$root/.venv/bin/python"
 target="$root"
 [ -n "$extras" ] && target="$root[$extras]"
 echo "+ pip install -e $target" >&2
-"$py" -m pip install -q -e "$target" --config-settings editable_mode=strict
+# setuptools reports every strict editable install with a screenful of information ("Editable installation.
+# ... performed using the auxiliary directory"); that one message is filtered, every other warning shows.
+PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
+  "$py" -m pip install -q -e "$target" --config-settings editable_mode=strict
 if [ "$dev" = 1 ]; then
   echo "+ pip install --group dev" >&2
   (cd "$root" && "$py" -m pip install -q --group dev)
