@@ -14,6 +14,22 @@ streaming, end_id (-1: none), min_tokens, stop_words_list, request_output_len, c
 the ``stop`` input (a request with stop=true and the same request id ends that request, as in the C++
 backend, which is how the chat model cancels the generation of a client that went away).
 
+Metrics: the C++ backend's families, with its names, labels (``model``, ``version`` and one category label)
+and meanings (NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/custom_metrics_reporter/
+custom_metrics_reporter.cc at 89fd9b74, values as model_instance_state.cc's WaitForStats at c8c6df08 fills
+them), through the Python backend's custom-metrics API, from this scheduler's own rounds and KV accounting:
+``nv_trt_llm_request_metrics`` (active, max, scheduled, context, waiting = active - scheduled),
+``nv_trt_llm_kv_cache_block_metrics`` (max, free, used, tokens_per, reused = 0, fraction = used / max),
+``nv_trt_llm_inflight_batcher_metrics`` and ``nv_trt_llm_general_metrics``; not the runtime-memory,
+disaggregated-serving and token-length families. The KV cache is counted in blocks of ``tokens_per_block``
+tokens (default 32, trtllm-build's); its size is ``max_tokens_in_paged_kv_cache`` where the config sets it,
+else room for ``max_batch_size`` sequences of the model's full length (so nothing ever waits for blocks). A
+new request is scheduled as the C++ guaranteed_no_evict scheduler does: only when the blocks of its whole
+sequence (prompt + request_output_len, at most a full-length sequence's) fit beside those reserved by the
+requests already running; until then it is active but waiting. The scheduler thread publishes at most every
+``stats_check_period_ms`` (default 100, the C++ default), only what changed; the gauges live as long as the
+model and are dropped in ``finalize``, on the model's thread, before their families.
+
 Triton 2.51's stub frees objects without the GIL (design notes, section 2), so no response is ever the
 last holder of its tensors: each response's arrays and ``pb_utils.Tensor`` objects stay referenced by the
 job (or the model, for returned responses) until after ``send()`` has returned, and a response carries
@@ -31,6 +47,17 @@ import triton_python_backend_utils as pb_utils
 
 CANCEL_CHECK_S = 0.05  # how often a running request asks the server whether its client cancelled it
 PRODUCED = ("output_ids", "sequence_length")  # the contract's outputs this backend makes
+# (family, description, category label, sub-labels): custom_metrics_reporter.cc's groups, in its order.
+METRIC_GROUPS = (
+    ("nv_trt_llm_request_metrics", "TRT LLM request metrics", "request_type",
+     ("active", "max", "scheduled", "context", "waiting")),
+    ("nv_trt_llm_kv_cache_block_metrics", "TRT LLM KV cache block metrics", "kv_cache_block_type",
+     ("max", "free", "used", "tokens_per", "reused", "fraction")),
+    ("nv_trt_llm_inflight_batcher_metrics", "TRT LLM inflight_batcher-specific metrics",
+     "inflight_batcher_specific_metric",
+     ("total_context_tokens", "generation_requests", "micro_batch_id", "paused_requests")),
+    ("nv_trt_llm_general_metrics", "General TRT LLM metrics", "general_type", ("timestamp", "iteration_counter")),
+)  # fmt: skip
 
 
 def _opt(request, name):
@@ -89,6 +116,7 @@ class Job:
         self.stopped = False  # by a stop request or a cancelled client
         self.last_check = time.monotonic()
         self.held = None  # the tensors of the last response sent, kept past its send()
+        self.started = False  # scheduled once: its KV blocks are reserved until it ends
 
 
 class TritonPythonModel:
@@ -117,6 +145,11 @@ class TritonPythonModel:
         self.incoming = queue.Queue()
         self.lock = threading.Lock()
         self.by_id = {}  # request id -> active or queued Job (for stop requests)
+        self._kv_setup(params)
+        self.stats_period_s = int(params.get("stats_check_period_ms") or 100) / 1000
+        self.published, self.published_at, self.iteration, self.stamp_us = {}, 0.0, 0, 0.0
+        self.metrics = self._metrics(args["model_name"], args["model_version"])
+        self._publish(self._stats(0, 0, [], 0))  # the cache's size from the start, not from the first request
         self.running = True
         self.worker = threading.Thread(target=self._loop, name="reference-scheduler", daemon=True)
         self.worker.start()
@@ -216,8 +249,17 @@ class TritonPythonModel:
                     active.append(self.incoming.get(block=not active, timeout=0.2))
             except queue.Empty:
                 pass
+            if not active:
+                self._publish(self._stats(0, 0, [], 0))
+                continue
+            scheduled, new = self._schedule(active)
             finished = []
             for job in active:
+                if job not in scheduled:  # waiting for KV blocks: it may still be stopped or cancelled
+                    if self._stopped(job):
+                        self._finish(job)
+                        finished.append(job)
+                    continue
                 try:
                     done = self._step(job)
                 except Exception as exc:
@@ -227,20 +269,111 @@ class TritonPythonModel:
                 if done:
                     self._finish(job)
                     finished.append(job)
+            self.iteration += 1
+            self.stamp_us = time.time() * 1e6
             if finished:
                 active = [j for j in active if j not in finished]
                 with self.lock:
                     for job in finished:
                         self.by_id.pop(job.request_id, None)
+            used = sum(self._blocks(len(j.prompt) + len(j.generated)) for j in active if j.started)
+            self._publish(self._stats(len(active) + len(finished), len(scheduled), new, used))
 
-    def _step(self, job):
-        """Make one token; True when the request is done (its last response not yet sent)."""
-        torch = self.torch
+    def _stopped(self, job):
+        """Whether ``job`` was stopped, asking the server at most every CANCEL_CHECK_S if its client cancelled."""
         now = time.monotonic()
         if job.sender is not None and now - job.last_check > CANCEL_CHECK_S:
             job.last_check = now
             job.stopped = job.stopped or job.request.is_cancelled()
-        if job.stopped:
+        return job.stopped
+
+    # -- KV accounting and metrics ----------------------------------------------------------------
+    def _kv_setup(self, params):
+        self.tokens_per_block = int(params.get("tokens_per_block") or 32)
+        if self.tokens_per_block < 1:
+            raise ValueError(f"tokens_per_block must be at least 1, got {self.tokens_per_block}")
+        length = getattr(self.model.config, "max_position_embeddings", None) or self.max_input_len or 4096
+        # A sequence's most (the C++ backend clips a request's output to max_seq_len).
+        self.seq_blocks = self._blocks(int(length))
+        tokens = int(params.get("max_tokens_in_paged_kv_cache") or 0)
+        if tokens <= 0:  # room for every active request at the model's full length: none ever waits
+            tokens = self.max_active * self.seq_blocks * self.tokens_per_block
+        self.kv_max_blocks = max(1, tokens // self.tokens_per_block)
+
+    def _blocks(self, tokens):
+        return -(-tokens // self.tokens_per_block)
+
+    def _need(self, job):
+        """Blocks reserved for the whole sequence, at most a full-length one's and the whole cache (so that
+        the longest request still runs, alone if need be)."""
+        return min(self._blocks(len(job.prompt) + job.max_new), self.seq_blocks, self.kv_max_blocks)
+
+    def _schedule(self, active):
+        """(jobs to step this round, those of them in their context phase): every started job, then the others
+        in arrival order while their blocks fit beside the started ones' (guaranteed_no_evict)."""
+        reserved = sum(self._need(j) for j in active if j.started)
+        run = {j for j in active if j.started}
+        new = []
+        for job in active:
+            if job.started:
+                continue
+            if reserved + self._need(job) > self.kv_max_blocks:
+                break
+            reserved += self._need(job)
+            job.started = True
+            new.append(job)
+        return run.union(new), new
+
+    def _metrics(self, model, version):
+        """(families, gauges by (family, sub-label)): one gauge per sub-label, labelled as the C++ backend's."""
+        families, gauges = [], {}
+        for name, description, category, subs in METRIC_GROUPS:
+            family = pb_utils.MetricFamily(
+                name=name, description=description, kind=pb_utils.MetricFamily.GAUGE
+            )
+            families.append(family)
+            for sub in subs:
+                gauges[name, sub] = family.Metric(
+                    labels={"model": model, "version": str(version), category: sub}
+                )
+        return families, gauges
+
+    def _stats(self, active, scheduled, new, used):
+        """This round's values (model_instance_state.cc WaitForStats: waiting = active - scheduled)."""
+        req, kv, ifb, general = (group[0] for group in METRIC_GROUPS)
+        top = self.kv_max_blocks
+        return {
+            (req, "active"): active, (req, "max"): self.max_active, (req, "scheduled"): scheduled,
+            (req, "context"): len(new), (req, "waiting"): active - scheduled,
+            (kv, "max"): top, (kv, "free"): top - used, (kv, "used"): used,
+            (kv, "tokens_per"): self.tokens_per_block, (kv, "reused"): 0, (kv, "fraction"): used / top,
+            (ifb, "total_context_tokens"): sum(len(j.prompt) for j in new),
+            (ifb, "generation_requests"): scheduled - len(new), (ifb, "micro_batch_id"): 0,
+            (ifb, "paused_requests"): 0,
+            (general, "timestamp"): self.stamp_us, (general, "iteration_counter"): self.iteration,
+        }  # fmt: skip
+
+    def _publish(self, values):
+        """Set the gauges whose values changed, at most once every stats_check_period_ms."""
+        now = time.monotonic()
+        if now - self.published_at < self.stats_period_s:
+            return
+        changed = {key: value for key, value in values.items() if self.published.get(key) != value}
+        if not changed:
+            return
+        self.published_at = now
+        try:
+            for key, value in changed.items():
+                self.metrics[1][key].set(value)
+        except Exception as exc:  # a metric the server refused: serving goes on without it
+            pb_utils.Logger.log_warn(f"reference tensorrt_llm: metrics not updated: {exc}")
+            return
+        self.published.update(changed)
+
+    def _step(self, job):
+        """Make one token; True when the request is done (its last response not yet sent)."""
+        torch = self.torch
+        if self._stopped(job):
             return True
         x = job.next_input if job.next_input is not None else torch.tensor([job.prompt], device=self.device)
         with torch.inference_mode():
@@ -302,3 +435,6 @@ class TritonPythonModel:
     def finalize(self):
         self.running = False
         self.worker.join(timeout=5)
+        if not self.worker.is_alive():  # every Metric goes before its MetricFamily, as the stub requires
+            self.metrics[1].clear()
+            self.metrics[0].clear()
