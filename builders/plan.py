@@ -717,7 +717,8 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
                 shortfall_bytes=max(0, need - gpu.memory_bytes),
                 decode_floor_s=decode_1,
                 decode_floor_batch_s=decode_b,
-                prefill_floor_s=prefill_floor_s(arch, max_input_len, tflops, tp),
+                # A prefill reads every weight too: never below one pass over them (issue 16).
+                prefill_floor_s=max(prefill_floor_s(arch, max_input_len, tflops, tp), pp * read / bw),
                 tokens_per_s_ceiling=concurrent / decode_b if fits else 0.0,
                 tokens_per_s_single=1 / decode_1,
                 compute_tflops=tflops,

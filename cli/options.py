@@ -293,3 +293,26 @@ def model_flags(
         return wrapper
 
     return decorate
+
+
+# `plan`'s workload and SLO options (issue 16): the performance model's inputs.
+IslOpt = Annotated[
+    int | None, typer.Option("--isl", help="Prompt length in tokens: adds the performance estimate.")
+]
+OslOpt = Annotated[int | None, typer.Option("--osl", help="Answer length in tokens (with --isl).")]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency", help="Closed loop: this many streams (default: max throughput, all queued)."
+    ),
+]
+RateOpt = Annotated[
+    float | None, typer.Option("--rate", help="Open loop: requests per second, Poisson arrivals.")
+]
+SloTtftOpt = Annotated[
+    float | None,
+    typer.Option("--slo-ttft-ms", help="Search format x KV x TP/PP x replicas x batch for TTFT under this."),
+]
+SloTpotOpt = Annotated[
+    float | None, typer.Option("--slo-tpot-ms", help="Search for TPOT (time per output token) under this.")
+]
