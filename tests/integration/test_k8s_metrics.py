@@ -159,13 +159,13 @@ def stream(server: TritonServer, first_id: int) -> list[int]:
 
 
 def settled(server: TritonServer, deadline_s: float = 10) -> list[Sample]:
-    """A scrape once the in-flight batcher reports no active request (it publishes every 100 ms)."""
+    """A scrape once the in-flight batcher reports no active request. It publishes at most every 100 ms,
+    one gauge after the other and ``active`` first: the scrape is taken a moment after ``active`` is 0."""
     end = time.monotonic() + deadline_s
-    while True:
-        samples = scrape(server)
-        if gauge(samples, request_type="active") == 0 or time.monotonic() > end:
-            return samples
+    while gauge(scrape(server), request_type="active") != 0 and time.monotonic() < end:
         time.sleep(0.05)
+    time.sleep(0.2)
+    return scrape(server)
 
 
 def test_every_scaled_and_routed_series_exists_and_moves_with_load(server: TritonServer) -> None:
