@@ -42,7 +42,7 @@ class Candidate:
     max_batch_size: int
     point: Point  # one replica
     meets_slo: bool
-    excess: float
+    excess: float  # relative excess over the SLO: <= 0 meets it (more negative: more headroom)
     commands: dict[str, list[str]]
 
     @property
@@ -73,7 +73,7 @@ class Candidate:
             "output_tokens_per_s_per_gpu": round(self.tokens_per_s_per_gpu, 1),
             "requests_per_s": round(p.requests_per_s * self.replicas, 3),
             "meets_slo": self.meets_slo,
-            "slo_excess": round(self.excess, 4),
+            "slo_excess": round(max(self.excess, 0.0), 4),
             "commands": {k: {"argv": v, "line": command_line(v)} for k, v in self.commands.items()},
         }
 
@@ -134,7 +134,16 @@ def _best_for_layout(
             score = p.output_tokens_per_s if ex <= 0 else -ex
             if best is None or score > best[0]:
                 best = (score, max_replicas, b, p)
-        return None if best is None else (best[1], best[2], best[3])
+        if best is None:
+            return None
+        # Refine between the best grid batch and the next one, in steps of 8.
+        above = [g for g in grid if g > best[2]]
+        if best[0] > 0 and above:
+            for b in range(best[2] + 8, above[0], 8):
+                p = closed_loop(d, w.isl, w.osl, b)
+                if slo.excess(p) <= 0 and p.output_tokens_per_s > best[0]:
+                    best = (p.output_tokens_per_s, max_replicas, b, p)
+        return best[1], best[2], best[3]
     for k in range(1, max_replicas + 1):
         found = open_loop(d, w.isl, w.osl, w.rate / k, limit)
         if found is None:
@@ -219,7 +228,7 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
                 replicas, batch, p = best
                 ex = slo.excess(p)
                 found.append(Candidate(qformat, plan.kv_cache_dtype, tp, pp, replicas,
-                                       p.concurrency, batch, p, ex <= 0, max(ex, 0.0), {}))  # fmt: skip
+                                       p.concurrency, batch, p, ex <= 0, ex, {}))  # fmt: skip
     # One candidate per distinct layout (an "auto" KV request may resolve to the same dtype as another).
     unique: dict[tuple[str, str, int, int], Candidate] = {}
     for c in found:
@@ -240,7 +249,13 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
         reason = (f"no layout meets {slo.text()}; nearest: {nearest.label()} at batch {nearest.max_batch_size}, "
                   f"TTFT {nearest.point.ttft_s * 1e3:.0f} ms, TPOT {nearest.point.tpot_s * 1e3:.1f} ms")  # fmt: skip
     else:
-        reason = _why(recommended, meeting[1] if len(meeting) > 1 else None, workload, slo)
+        # Compare with the best layout that differs in more than the KV-cache dtype.
+        other = [
+            c
+            for c in meeting[1:]
+            if (c.qformat, c.tp, c.pp) != (recommended.qformat, recommended.tp, recommended.pp)
+        ]
+        reason = _why(recommended, other[0] if other else None, workload, slo)
     return SearchResult(
         workload=workload,
         slo=slo,
@@ -257,8 +272,9 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
     )
 
 
-def _rank(c: Candidate) -> tuple[int, float]:
-    return (0, -c.tokens_per_s_per_gpu) if c.meets_slo else (1, c.excess)
+def _rank(c: Candidate) -> tuple[int, float, float]:
+    # Meeting: most tokens/s per GPU first, then the most headroom; missing: the smallest excess first.
+    return (0, -round(c.tokens_per_s_per_gpu, 1), c.excess) if c.meets_slo else (1, c.excess, 0.0)
 
 
 def _with_commands(base: PlanRequest, c: Candidate) -> Candidate:
@@ -279,11 +295,17 @@ def _why(win: Candidate, runner: Candidate | None, w: Workload, slo: Slo) -> str
     if w.rate is not None:
         text = (f"{win.label()} carries {w.rate:g} req/s on {win.gpus} GPU(s) within {slo.text()} "
                 f"({bind} is the limit)")  # fmt: skip
-    if runner is not None:
+    if runner is not None and w.rate is not None:
+        text += f"; the best other layout, {runner.label()}, needs {runner.gpus} GPU(s)"
+        if runner.gpus == win.gpus:
+            text += (
+                f" and has less headroom (TPOT {runner.point.tpot_s * 1e3:.1f} vs {p.tpot_s * 1e3:.1f} ms)"
+            )
+    elif runner is not None:
         gain = (
             win.tokens_per_s_per_gpu / runner.tokens_per_s_per_gpu - 1 if runner.tokens_per_s_per_gpu else 0.0
         )
-        text += f"; {gain:+.0%} over the next, {runner.label()}"
+        text += f"; {gain:+.0%} over the best other layout, {runner.label()} at batch {runner.max_batch_size}"
         if win.qformat != runner.qformat:
             text += " (fewer bytes per weight and faster GEMMs)" if gain > 0 else ""
         elif win.tp != runner.tp:

@@ -56,18 +56,21 @@ def plan(
     slo_tpot_ms: SloTpotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    from swallow_trt.builders.estimate import workload_request
     from swallow_trt.cli.plan_view import plan_to_json, render
 
     req = flags.plan_request()
-    work = workload_request(isl, osl, concurrency, rate, slo_ttft_ms, slo_tpot_ms)
-    if work is None:
+    if (isl, osl, concurrency, rate, slo_ttft_ms, slo_tpot_ms) == (None,) * 6:
+        # A plain plan: the performance model is not even imported (start-up, benchmarks/cli_startup.py).
         from swallow_trt.builders.plan import make_plan
 
         result = make_plan(req)
         emit_json(plan_to_json(result)) if as_json else render(result)
         return
+    from swallow_trt.builders.estimate import workload_request
     from swallow_trt.cli import estimate_view
+
+    work = workload_request(isl, osl, concurrency, rate, slo_ttft_ms, slo_tpot_ms)
+    assert work is not None
 
     workload, slo = work
     if slo is not None:

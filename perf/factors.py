@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _data_path() -> Path:
+def data_path() -> Path:
     import swallow_trt
 
     return Path(swallow_trt.__file__).parent / "data" / "perf_factors.json"
@@ -113,4 +113,4 @@ def parse(raw: dict[str, Any]) -> Factors:
 
 @cache
 def load_factors() -> Factors:
-    return parse(json.loads(_data_path().read_text(encoding="utf-8")))
+    return parse(json.loads(data_path().read_text(encoding="utf-8")))
