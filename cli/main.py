@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "profile": ("profile", "profile", "HELP"),
     "quickstart": ("quickstart", "quickstart", "HELP"),
     "openai": ("openai", "openai", "HELP"),
+    "deploy": ("deploy", "deploy", "HELP"),
 }
 
 

@@ -106,29 +106,30 @@ RULE_INTERVAL = "6s"  # as the tutorial's group: the HPA sees a fresh value ever
 # prometheus-adapter rules (its Helm chart's ``rules.custom``): the recorded series become per-pod
 # custom metrics of the same name; HPA ``type: Pods`` averages them over the target's pods. The
 # ratio is recorded per model: a pod's value is that of its most queued model.
+ADAPTER_SUM = "sum by (<<.GroupBy>>) (<<.Series>>{<<.LabelMatchers>>})"
 ADAPTER_METRICS_QUERY = {
     QUEUE_COMPUTE_RATIO.record: "max by (<<.GroupBy>>) (<<.Series>>{<<.LabelMatchers>>})",
-    WAITING.record: "sum by (<<.GroupBy>>) (<<.Series>>{<<.LabelMatchers>>})",
+    WAITING.record: ADAPTER_SUM,
 }
 
 
-def adapter_rules() -> list[dict[str, object]]:
+def adapter_rules(rules: tuple[RecordingRule, ...] = RECORDING_RULES) -> list[dict[str, object]]:
     """prometheus-adapter ``rules.custom`` entries exposing the recorded series per pod."""
     return [
         {
             "seriesQuery": f'{rule.record}{{namespace!="",pod!=""}}',
             "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
             "name": {"matches": f"^{rule.record}$", "as": rule.record},
-            "metricsQuery": ADAPTER_METRICS_QUERY[rule.record],
+            "metricsQuery": ADAPTER_METRICS_QUERY.get(rule.record, ADAPTER_SUM),
         }
-        for rule in RECORDING_RULES
+        for rule in rules
     ]
 
 
 def keda_query(rule: RecordingRule, namespace: str, pod_regex: str) -> str:
     """A KEDA Prometheus trigger's query: the sum over the target's pods of each pod's value, so
     that KEDA's AverageValue (value / replicas vs threshold) matches the HPA's per-pod average."""
-    inner = "max" if rule is QUEUE_COMPUTE_RATIO else "sum"
+    inner = "max" if rule is QUEUE_COMPUTE_RATIO else "sum"  # as the adapter's metricsQuery
     return f'sum({inner} by (pod) ({rule.record}{{namespace="{namespace}",pod=~"{pod_regex}"}}))'
 
 
@@ -169,6 +170,19 @@ class PickerEngine:
 
 PICKER = PickerEngine()
 
+
+# The PyTorch runtime (GPT-OSS): trtllm-serve is the OpenAI server and publishes its own families on
+# its port's /metrics; the names are the picker's built-in ``trtllm-serve`` engine (same factories.go).
+# Not checkable here: trtllm-serve does not run without TensorRT-LLM and a GPU.
+TRTLLM_SERVE_WAITING = _sel("trtllm_num_requests_waiting")
+WAITING_TRTLLM_SERVE = RecordingRule(
+    record="trtllm:num_requests_waiting:sum",
+    expr=f"sum by (namespace, pod) ({TRTLLM_SERVE_WAITING.promql()})",
+    reads=(TRTLLM_SERVE_WAITING,),
+    help="Requests waiting in trtllm-serve's scheduler, per pod",
+)
+TRTLLM_SERVE_RULES = (WAITING_TRTLLM_SERVE,)
+TRTLLM_SERVE_ENGINE = "trtllm-serve"
 
 # Configuration gauges: constant for a running server (block size, block count). They must exist;
 # every other scraped series must move with load.

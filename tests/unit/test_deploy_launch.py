@@ -1,0 +1,101 @@
+"""What the pods of a Kubernetes deployment run: the multi-node launch (against serve's single-node one),
+the LeaderWorkerSet group from its environment, the remote-shell agent and the init container's guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swallow_trt.builders.environment import BuildEnvironment
+from swallow_trt.deploy.runtime import RSH_AGENT, engine_guard, lws_group, rsh_argv, wait_for
+from swallow_trt.errors import EnvironmentProblem, UsageError
+from swallow_trt.hw import DetectedGpu
+from swallow_trt.triton_repo.launch import multi_node_argv
+from swallow_trt.triton_repo.server import TritonInstall, TritonServer
+
+INSTALL = TritonInstall(
+    Path("/opt/tritonserver/bin/tritonserver"), Path("/opt/tritonserver/backends"), None, None, "system"
+)
+
+
+def _single(tmp_path: Path, world: int) -> list[str]:
+    server = TritonServer(tmp_path, install=INSTALL, world_size=world, mpirun="/usr/bin/mpirun", host="0.0.0.0",
+                          http_port=8000, grpc_port=8001, metrics_port=8002)  # fmt: skip
+    return server.command()
+
+
+def test_multi_node_argv_keeps_every_rank_of_the_single_node_launch(tmp_path: Path) -> None:
+    single = _single(tmp_path, 8)
+    hosts = ["llm-0", "llm-0-1"]
+    multi = multi_node_argv(single, hosts, 4, RSH_AGENT)
+    assert multi[:2] == single[:2] == ["/usr/bin/mpirun", "--allow-run-as-root"]
+    assert multi[2:9] == ["--host", "llm-0:4,llm-0-1:4", "--map-by", "slot",
+                           "--mca", "plm_rsh_agent", "python3 -m swallow_trt.deploy.rsh"]  # fmt: skip
+    # Every rank's argv, in rank order, exactly as serve runs it on one node.
+    assert multi[9:] == single[2:]
+    ranks = " ".join(multi[9:]).split(" : ")
+    assert len(ranks) == 8
+    assert "--load-model=tensorrt_llm" not in ranks[0]  # rank 0 (first slot of the leader) serves
+    assert all("--load-model=tensorrt_llm" in r for r in ranks[1:])
+    assert multi_node_argv(single, hosts, 4)[2:6] == ["--host", "llm-0:4,llm-0-1:4", "--map-by", "slot"]
+
+
+def test_multi_node_argv_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a multi-rank"):
+        multi_node_argv(_single(tmp_path, 1), ["a"], 1)
+    with pytest.raises(ValueError, match="8 ranks do not fill 3 host"):
+        multi_node_argv(_single(tmp_path, 8), ["a", "b", "c"], 4)
+
+
+def test_lws_group_from_the_pod_environment() -> None:
+    group = lws_group(
+        {"LWS_LEADER_ADDRESS": "llm-1.llm.serving", "LWS_GROUP_SIZE": "3", "LWS_WORKER_INDEX": "0"}
+    )
+    assert group.pods == ["llm-1", "llm-1-1", "llm-1-2"]
+    with pytest.raises(UsageError, match="not a LeaderWorkerSet pod"):
+        lws_group({"LWS_GROUP_SIZE": "2"})
+
+
+def test_rsh_agent_is_kubectl_exec_into_the_server_container() -> None:
+    assert rsh_argv("llm-1-1", ["PATH=/x", ";", "orted", "-mca", "ess", "env"]) == [
+        "kubectl", "exec", "llm-1-1", "-c", "server", "--", "/bin/sh", "-c", "PATH=/x ; orted -mca ess env",
+    ]  # fmt: skip
+    with pytest.raises(UsageError):
+        rsh_argv("llm-1-1", [])
+
+
+def _env(n: int, sm: int = 90, trt: str = "10.13.3.9") -> BuildEnvironment:
+    return BuildEnvironment(tensorrt_llm="1.2.0", tensorrt=trt, trtllm_build=None,
+                            gpus=[DetectedGpu("NVIDIA H100 80GB HBM3", sm, 81559)] * n)  # fmt: skip
+
+
+def test_engine_guard_passes_a_matching_engine_and_refuses_the_rest(tmp_path: Path) -> None:
+    manifest = tmp_path / "engine" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"environment": {"tensorrt_llm": "1.2.0", "tensorrt": "10.13.3.9"},
+                                    "gpu": {"name": "NVIDIA H100 80GB HBM3", "sm": 90, "count": 4}}))  # fmt: skip
+    lines: list[str] = []
+    assert engine_guard(manifest, None, 4, say=lines.append, probe=lambda: _env(4))["gpu"]["sm"] == 90
+    assert "sm90" in lines[-1]
+    with pytest.raises(EnvironmentProblem, match="built for sm90"):
+        engine_guard(manifest, None, 4, say=lines.append, probe=lambda: _env(4, sm=89))
+    with pytest.raises(EnvironmentProblem, match=r"TensorRT 10\.13\.3\.9, this runtime has 10\.14"):
+        engine_guard(manifest, None, 4, say=lines.append, probe=lambda: _env(4, trt="10.14"))
+    with pytest.raises(EnvironmentProblem, match="2 GPU"):
+        engine_guard(manifest, None, 4, say=lines.append, probe=lambda: _env(2))
+
+
+def test_wait_for_polls_until_the_files_appear_or_the_deadline() -> None:
+    now = [0.0]
+    target = Path("/nonexistent-swallow-trt/manifest.json")
+    lines: list[str] = []
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    with pytest.raises(EnvironmentProblem, match="did not appear within 30 s"):
+        wait_for([target], poll_s=10, timeout_s=30, say=lines.append, clock=lambda: now[0], sleep=sleep)
+    assert now[0] == 30
+    assert len(lines) == 1
