@@ -16,14 +16,13 @@ import inspect
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from swallow_trt.builders.plan import PlanRequest
 
-P = ParamSpec("P")
 R = TypeVar("R")
 DEFAULT_OUT = Path("swallow-trt-out")
 
@@ -156,6 +155,10 @@ DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Print the plan and every command; check and run nothing.")
 ]
 BindHostOpt = Annotated[str, typer.Option("--host", help="Address to bind.")]
+PlanModelOpt = Annotated[
+    str | None,
+    typer.Option("--plan-model", help="Show the planner's roofline floors for this model (alias, id, dir)."),
+]
 
 
 @dataclass(frozen=True)
@@ -245,17 +248,19 @@ QUANTIZE_FLAGS = frozenset(
     {"model", "target", "tp", "pp", "fp8", "int4_awq", "qformat", "kv_cache_dtype", "dtype"}
 )
 SERVE_FLAGS = frozenset({"model", "target", "tp", "pp", "qformat", "kv_cache_dtype", "out", "runtime"})
+# profile's roofline floors: --plan-model stands for --model there (profile's --model is the served model).
+PROFILE_FLAGS = frozenset({"model", "target", "tp", "fp8", "int4_awq", "qformat"})
 
 
 def model_flags(
     names: Collection[str], **overrides: tuple[Any, Any]
-) -> Callable[[Callable[Concatenate[ModelFlags, P], R]], Callable[..., R]]:
-    """Give a command the model flags ``names`` as its first argument, one :class:`ModelFlags`.
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command the model flags ``names`` as one :class:`ModelFlags`, its parameter ``flags``.
 
-    The command's signature (what typer reads) becomes one parameter per flag, each with its option from
-    MODEL_FLAG_OPTIONS and its default from ModelFlags (--model: required), then the command's own
-    parameters. ``overrides`` gives a flag another ``(option, default)`` for one command (serve's
-    optional --model). The command's own parameters must not reuse a flag's name.
+    In the command's signature (what typer reads) ``flags`` becomes one parameter per flag, in its place
+    (first for plan, so --help lists --model first), each with its option from MODEL_FLAG_OPTIONS and its
+    default from ModelFlags (--model: required). ``overrides`` gives a flag another ``(option, default)``
+    for one command (serve's optional --model). The command's other parameters must not reuse a flag's name.
     """
     unknown = (set(names) - set(MODEL_FLAG_OPTIONS)) | (set(overrides) - set(names))
     if unknown:
@@ -263,26 +268,31 @@ def model_flags(
     defaults = {f.name: f.default for f in fields(ModelFlags)}
     chosen = [n for n in MODEL_FLAG_OPTIONS if n in names]
 
-    def decorate(command: Callable[Concatenate[ModelFlags, P], R]) -> Callable[..., R]:
-        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
-        clash = {p.name for p in own} & set(MODEL_FLAG_OPTIONS)
+    def decorate(command: Callable[..., R]) -> Callable[..., R]:
+        own = inspect.signature(command, eval_str=True).parameters
+        if "flags" not in own or own["flags"].annotation is not ModelFlags:
+            raise ValueError(f"{command.__name__}: no parameter `flags: ModelFlags`")
+        clash = set(own) & set(MODEL_FLAG_OPTIONS)
         if clash:
             raise ValueError(f"{command.__name__}: parameters named like model flags: {sorted(clash)}")
-        flag_params = []
-        for name in chosen:
-            option, default = overrides.get(name, (MODEL_FLAG_OPTIONS[name], defaults[name]))
-            if name == "model" and name not in overrides:
-                default = inspect.Parameter.empty
-            flag_params.append(
-                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
-            )
-        params = flag_params + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        params = []
+        for p in own.values():
+            if p.name != "flags":
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+                continue
+            for name in chosen:
+                option, default = overrides.get(name, (MODEL_FLAG_OPTIONS[name], defaults[name]))
+                if name == "model" and name not in overrides:
+                    default = inspect.Parameter.empty
+                params.append(
+                    inspect.Parameter(
+                        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option
+                    )
+                )
 
-        run = cast(Callable[..., R], command)  # typer passes the command's own parameters by keyword
-
-        def wrapper(**kwargs: Any) -> R:
+        def wrapper(**kwargs: Any) -> R:  # typer passes every parameter by keyword
             flags = ModelFlags(**{n: kwargs.pop(n) for n in chosen})
-            return run(flags, **kwargs)
+            return command(flags=flags, **kwargs)
 
         wrapper.__name__ = command.__name__
         wrapper.__qualname__ = command.__qualname__

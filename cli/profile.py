@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from swallow_trt.cli.options import Fp8Opt, Int4AwqOpt, JsonOpt, QformatOpt, TargetOpt, TpOpt
+from swallow_trt.cli.options import PROFILE_FLAGS, JsonOpt, ModelFlags, PlanModelOpt, model_flags
 from swallow_trt.cli.output import emit_json, out, table
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ Examples:
 """
 
 
+@model_flags(PROFILE_FLAGS, model=(PlanModelOpt, None))
 def profile(
     url: Annotated[
         str | None,
@@ -51,7 +52,7 @@ def profile(
         str,
         typer.Option("--api", help="triton (gRPC) or openai (an OpenAI-compatible API, default :8000)."),
     ] = "triton",
-    model: Annotated[
+    served_model: Annotated[
         str | None,
         typer.Option(
             "--model", "-m", help="tensorrt_llm (default), chat or ensemble; --api openai: the API's model."
@@ -97,7 +98,11 @@ def profile(
     ] = None,
     repo: Annotated[
         Path | None,
-        typer.Option("--repo", help="The served repository, where its chat model's tokenizer_dir is found."),
+        typer.Option(
+            "--repo",
+            help="The served repository, where its chat model's tokenizer_dir is found (default: for a "
+            "server on this machine, the repository it was started with).",
+        ),
     ] = None,
     slo_ttft_ms: Annotated[
         float | None, typer.Option("--slo-ttft-ms", help="Goodput SLO on TTFT, ms.")
@@ -118,17 +123,8 @@ def profile(
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", help="Seconds to wait for stragglers.")
     ] = 300.0,
-    plan_model: Annotated[
-        str | None,
-        typer.Option(
-            "--plan-model", help="Show the planner's roofline floors for this model (alias, id, dir)."
-        ),
-    ] = None,
-    target: TargetOpt = None,
-    tp: TpOpt = None,
-    fp8: Fp8Opt = False,
-    int4_awq: Int4AwqOpt = False,
-    qformat: QformatOpt = None,
+    *,
+    flags: ModelFlags,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -139,22 +135,18 @@ def profile(
 
     mode, levels = choose_mode(concurrency, request_rate)
     plan = None
-    if plan_model is not None:
-        from swallow_trt.builders.plan import PlanRequest, choose_qformat
-
-        plan = PlanRequest(
-            model=plan_model, target=target, tp=tp, qformat=choose_qformat(fp8, int4_awq, qformat)
-        )
-    elif target or tp or fp8 or int4_awq or qformat:
+    if flags.model is not None:
+        plan = flags.plan_request()
+    elif flags != ModelFlags():
         raise UsageError(
             "--target/--tp/--fp8/--int4-awq/--qformat only shape the roofline floors",
             "add --plan-model MODEL",
         )
     spec = ProfileSpec(
         api=api,  # type: ignore[arg-type]  # the spec refuses anything but triton and openai
-        url=url or "", model=model or "", mode=mode, levels=levels, input_tokens=input_tokens, output_tokens=output_tokens,
+        url=url or "", model=served_model or "", mode=mode, levels=levels, input_tokens=input_tokens, output_tokens=output_tokens,
         dataset=dataset, num_requests=num_requests, duration_s=duration, warmup=warmup, seed=seed,
-        out=out_dir or Path(f"profile-{model or DEFAULT_MODEL.get(api) or api}-{datetime.now():%Y%m%d-%H%M%S}"), tokenizer=tokenizer, repo=repo,
+        out=out_dir or Path(f"profile-{served_model or DEFAULT_MODEL.get(api) or api}-{datetime.now():%Y%m%d-%H%M%S}"), tokenizer=tokenizer, repo=repo,
         slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, workers=workers, ramp_up_s=ramp_up, request_timeout_s=request_timeout,
         plan=plan, plots=not no_plots,
     )  # fmt: skip

@@ -133,8 +133,23 @@ def test_decorator_refuses_mistakes() -> None:
     with pytest.raises(ValueError, match="named like model flags"):
         model_flags({"model"})(clash)
 
+    def no_flags(model: str) -> None: ...
 
-@pytest.mark.parametrize("command", ["plan", "build", "quantize", "serve"])
+    with pytest.raises(ValueError, match="no parameter `flags: ModelFlags`"):
+        model_flags({"model"})(no_flags)
+
+
+def test_flags_take_the_place_of_the_parameter() -> None:
+    """--help lists the flags where the command put ``flags`` (profile: after its own options)."""
+    import inspect
+
+    @model_flags({"model", "tp"}, model=(ServeModelOpt, None))
+    def cmd(url: str = "", *, flags: ModelFlags, as_json: JsonOpt = False) -> None: ...
+
+    assert list(inspect.signature(cmd).parameters) == ["url", "model", "tp", "as_json"]
+
+
+@pytest.mark.parametrize("command", ["plan", "build", "quantize", "serve", "profile"])
 def test_commands_take_the_object(command: str) -> None:
     """The commands with model flags declare them through model_flags, not one by one."""
     import importlib
