@@ -174,9 +174,13 @@ def deploy(
         f"{listing['ranks']} rank(s) on {listing['nodes_per_replica']} node(s) of {', '.join(listing['gpu_products'])}")  # fmt: skip
     for m in listing["objects"]:
         out(f"  {m['file']:<28} {m['kind']}/{m['name']}")
+    for note in listing["notes"]:
+        out(f"note: {note}")
     out(
         f"next: kubectl create secret generic {listing['name']}-api-key -n {namespace} --from-literal=api-key=..."
     )
+    if not listing["build_job"]:
+        out(f"      copy the repository onto the volume at {listing['repository']} (the pods wait for it)")
     out(f"      kubectl apply -k {out_dir}")
 
 

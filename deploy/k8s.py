@@ -137,6 +137,23 @@ class Deployment:
     manifests: tuple[Manifest, ...]
     plan: Plan | None
 
+    @property
+    def notes(self) -> list[str]:
+        """What the user must know before applying."""
+        notes = []
+        if self.shape.multi_node and self.shape.build:
+            notes.append(
+                f"the build Job runs on one node of {self.shape.ranks_per_pod} GPU(s), and `swallow-trt build` "
+                f"wants all {self.shape.world} ranks' GPUs on one machine (builders/environment.py): build this "
+                "engine where they are, package it, and deploy with --repo"
+            )
+        if self.shape.runtime == "pytorch":
+            notes.append(
+                "trtllm-serve's metric names (trtllm_num_requests_waiting, ...) are the endpoint picker's; "
+                "they are not checked against a running trtllm-serve here"
+            )
+        return notes
+
     def files(self) -> dict[str, str]:
         import yaml
 
@@ -1192,6 +1209,9 @@ def summary(deployment: Deployment) -> dict[str, Any]:
         "nodes_per_replica": s.nodes,
         "gpus_per_pod": s.ranks_per_pod,
         "gpu_products": list(s.products),
+        "repository": str(s.repo) if s.repo is not None else None,
+        "build_job": any(m.kind == "Job" for m in deployment.manifests),
+        "notes": deployment.notes,
         "objects": [
             {"file": m.file, "apiVersion": m.api_version, "kind": m.kind, "name": m.name}
             for m in deployment.manifests

@@ -355,6 +355,7 @@ def test_single_node_deployment_details() -> None:
 def test_leaderworkerset_details() -> None:
     d = build_deployment(_request("70b", None, "h100x4", "fp8", tp=8, pp=1, per_node=4, autoscaler="keda"))
     assert (d.shape.nodes, d.shape.ranks_per_pod, d.shape.world) == (2, 4, 8)
+    assert "deploy with --repo" in d.notes[0]  # the Job cannot build 8 ranks on a 4-GPU node today
     lws = _find(d, "LeaderWorkerSet")
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == 2
@@ -561,3 +562,38 @@ def test_dns_names_fit_every_object() -> None:
     name = k8s.default_name("x/" + "a" * 80)
     assert len(name) <= 40
     assert k8s.DNS_LABEL.match(name)
+
+
+def _packaged_repo(root: Path, world: int, manifest_gpu: str | None = "NVIDIA H100 80GB HBM3") -> Path:
+    """What `package` leaves: an engine inside the repository, named relative to it."""
+    engine = root / "tensorrt_llm" / "1" / "engine"
+    engine.mkdir(parents=True)
+    (engine / "config.json").write_text(json.dumps({"pretrained_config": {"mapping": {"world_size": world}}}))
+    if manifest_gpu is not None:
+        (engine / "manifest.json").write_text(
+            json.dumps({"gpu": {"name": manifest_gpu, "sm": 90, "count": world}})
+        )
+    (root / "tensorrt_llm" / "config.pbtxt").write_text(
+        'name: "tensorrt_llm"\nbackend: "tensorrtllm"\n'
+        'parameters { key: "gpt_model_path" value { string_value: "tensorrt_llm/1/engine" } }\n'
+    )
+    return root
+
+
+def test_packaged_repository_deploys_without_a_build_job(tmp_path: Path) -> None:
+    pytest.importorskip("tritonclient")  # the repository's config.pbtxt is read with its protobuf messages
+    repo = _packaged_repo(tmp_path / "swallow-70b", world=8)
+    d = build_deployment(DeployRequest(plan=None, repo=repo, gpus_per_node=4, replicas=2))
+    assert (d.shape.name, d.shape.nodes, d.shape.ranks_per_pod, d.shape.products) == (
+        "swallow-70b", 2, 4, ("NVIDIA-H100-80GB-HBM3",))  # fmt: skip
+    assert not any(m.kind == "Job" for m in d.manifests)
+    lws = _find(d, "LeaderWorkerSet")["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+    assert (
+        lws["initContainers"][0]["args"][3] == "/models/repos/swallow-70b/tensorrt_llm/1/engine/manifest.json"
+    )
+    assert lws["containers"][0]["args"][:4] == ["deploy", "leader", "--repo", "/models/repos/swallow-70b"]
+    assert [p for m in d.manifests for p in validate(m.obj)] == []
+    with pytest.raises(UsageError, match="does not name the GPU"):
+        build_deployment(DeployRequest(plan=None, repo=_packaged_repo(tmp_path / "old", 1, None)))
+    with pytest.raises(UsageError, match="is not a model repository"):
+        build_deployment(DeployRequest(plan=None, repo=tmp_path / "missing"))
