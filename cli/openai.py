@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from swallow_trt.cli.options import ApiKeyOpt, ApiModelNameOpt, CorsOriginOpt, MaxBodyOpt, MaxInFlightOpt
+from swallow_trt.cli.options import (
+    ApiKeyOpt,
+    ApiModelNameOpt,
+    BindHostOpt,
+    CorsOriginOpt,
+    MaxBodyOpt,
+    MaxInFlightOpt,
+)
 
 HELP = """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, /health,
 /metrics) in front of a Triton that already serves REPO, e.g. on another machine or pod.
@@ -35,7 +42,7 @@ def openai(
     repo: Annotated[
         Path, typer.Option("--repo", help="The model repository Triton serves (its configs and tokenizer).")
     ] = Path("repo"),
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    host: BindHostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", help="API processes (for many cores).")] = 1,
     api_key: ApiKeyOpt = None,

@@ -152,7 +152,8 @@ ServeRuntimeOpt = Annotated[
     str | None, typer.Option("--runtime", help="pytorch: serve a `build --runtime pytorch` output.")
 ]
 DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Print the plan and every command; check and run nothing.")
+    bool,
+    typer.Option("--dry-run", help="Print what would run (plan, commands, files); check and run nothing."),
 ]
 BindHostOpt = Annotated[str, typer.Option("--host", help="Address to bind.")]
 PlanModelOpt = Annotated[

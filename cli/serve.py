@@ -14,6 +14,7 @@ from swallow_trt.cli.options import (
     ApiModelNameOpt,
     BindHostOpt,
     CorsOriginOpt,
+    DryRunOpt,
     JsonOpt,
     MaxBodyOpt,
     MaxInFlightOpt,
@@ -105,9 +106,7 @@ def serve(
         int, typer.Option("--max-restarts", help="Server restarts allowed before serve gives up (0: none).")
     ] = 5,
     triton: Annotated[bool, typer.Option("--triton", help="pytorch: Triton with the llmapi model.")] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="pytorch: print the command and files; run nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from swallow_trt.errors import UsageError
