@@ -193,10 +193,21 @@ def headroom(p: Point) -> dict[str, Any]:
 def floors_vs(floors: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     ttft, tpot = s["ttft_ms"]["p50"], s["tpot_ms"]["p50"]
     prefill, decode = floors["prefill_floor_ms"], floors["decode_floor_ms"]
-    return floors | {
+    vs = floors | {
         "ttft_p50_over_prefill_floor": ttft / prefill if prefill else math.nan,
         "tpot_p50_over_decode_floor": tpot / decode if decode else math.nan,
     }
+    pred = floors.get("predicted") or {}
+    if "ttft_ms" in pred:
+        # The plan's prediction for the same ISL/OSL and load (swallow_trt.perf), measured over predicted.
+        vs["predicted"] = pred | {
+            "ttft_p50_over_predicted": ttft / pred["ttft_ms"] if pred["ttft_ms"] else math.nan,
+            "tpot_p50_over_predicted": tpot / pred["tpot_ms"] if pred["tpot_ms"] else math.nan,
+            "output_tokens_per_s_over_predicted": s["output_tokens_per_s"] / pred["output_tokens_per_s"]
+            if pred["output_tokens_per_s"]
+            else math.nan,
+        }
+    return vs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,6 +267,16 @@ def point_lines(p: Point) -> list[str]:
             f"(TTFT p50 = {_f(r['ttft_p50_over_prefill_floor'], 1)}x), decode floor {r['decode_floor_ms']:.3f} ms/token "
             f"at batch {r['batch']} (TPOT p50 = {_f(r['tpot_p50_over_decode_floor'], 1)}x)"
         )
+        pred = r.get("predicted") or {}
+        if "ttft_ms" in pred:
+            lines.append(
+                f"plan predicts (swallow_trt.perf, {pred['gpu']}): TTFT {pred['ttft_ms']:,.1f} ms (measured p50 = "
+                f"{_f(pred['ttft_p50_over_predicted'])}x), TPOT {pred['tpot_ms']:,.2f} ms "
+                f"({_f(pred['tpot_p50_over_predicted'])}x), {pred['output_tokens_per_s']:,.0f} output tokens/s "
+                f"({_f(pred['output_tokens_per_s_over_predicted'])}x)"
+            )
+        elif pred.get("error"):
+            lines.append(f"plan predicts nothing for this load: {pred['error']}")
     return lines
 
 

@@ -362,7 +362,27 @@ def roofline_floors(spec: ProfileSpec, level: float) -> dict[str, Any] | None:
         "batch": batch,
         "prefill_floor_ms": g.prefill_floor_s * 1e3,
         "decode_floor_ms": (g.decode_floor_batch_s if batch > 1 else g.decode_floor_s) * 1e3,
+        "predicted": predicted(spec, level),
     }
+
+
+def predicted(spec: ProfileSpec, level: float) -> dict[str, Any]:
+    """What ``plan --isl/--osl`` with the same load predicts for this point (the performance model,
+    issue 16), to print beside the measurement; ``error`` where the plan refuses that load."""
+    from swallow_trt.builders.estimate import Workload, estimate_plan
+    from swallow_trt.errors import SwallowTrtError
+
+    assert spec.plan is not None
+    closed = spec.mode == "closed"
+    load = Workload(spec.input_tokens, spec.output_tokens, concurrency=int(level) if closed else None,
+                    rate=None if closed else level)  # fmt: skip
+    try:
+        _, est = estimate_plan(spec.plan, load)
+    except SwallowTrtError as e:
+        return {"error": str(e)}
+    j = est.to_json()
+    keys = ("ttft_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s", "max_batch_size", "gpu")
+    return {k: j[k] for k in keys}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -203,3 +203,32 @@ def test_rate_search_sizes_replicas_for_the_rate() -> None:
                      "--slo-ttft-ms", "1000", "--slo-tpot-ms", "50")["search"]["recommended"]  # fmt: skip
     assert low["tp"] * low["replicas"] == 1
     assert high["tp"] * high["pp"] * high["replicas"] > 1
+
+
+def test_profile_puts_the_plan_prediction_beside_the_measurement() -> None:
+    """``profile --plan-model`` carries, per load point, what ``plan --isl/--osl`` predicts for the same
+    ISL/OSL and load, and the measured/predicted ratios."""
+    from swallow_trt.builders.estimate import Workload, estimate_plan
+    from swallow_trt.profiler.perf_report import floors_vs
+    from swallow_trt.profiler.run import ProfileSpec, roofline_floors
+
+    req = PlanRequest(model="8b", target="hopper", qformat="fp8", gpu="H100-SXM5-80GB")
+    spec = ProfileSpec(url="h:1", model="m", mode="closed", levels=(64.0,), input_tokens=1024, output_tokens=256,
+                       plan=req)  # fmt: skip
+    floors = roofline_floors(spec, 64.0)
+    assert floors is not None
+    _, est = estimate_plan(req, Workload(1024, 256, concurrency=64))
+    pred = floors["predicted"]
+    assert pred["tpot_ms"] == est.to_json()["tpot_ms"]
+    assert pred["max_batch_size"] == 64
+    measured = {"ttft_ms": {"p50": 2 * pred["ttft_ms"]}, "tpot_ms": {"p50": pred["tpot_ms"]},
+                "output_tokens_per_s": pred["output_tokens_per_s"] / 2}  # fmt: skip
+    vs = floors_vs(floors, measured)["predicted"]
+    assert vs["ttft_p50_over_predicted"] == pytest.approx(2)
+    assert vs["tpot_p50_over_predicted"] == pytest.approx(1)
+    assert vs["output_tokens_per_s_over_predicted"] == pytest.approx(0.5)
+    open_spec = ProfileSpec(url="h:1", model="m", mode="open", levels=(1e6,), input_tokens=1024, output_tokens=256,
+                            plan=req)  # fmt: skip
+    refused = roofline_floors(open_spec, 1e6)
+    assert refused is not None
+    assert "more than this engine sustains" in refused["predicted"]["error"]
