@@ -152,6 +152,9 @@ class Deployment:
                 "trtllm-serve's metric names (trtllm_num_requests_waiting, ...) are the endpoint picker's; "
                 "they are not checked against a running trtllm-serve here"
             )
+            notes.append(
+                "trtllm-serve takes no API key: the NetworkPolicy (--client-namespace) is what limits who reaches it"
+            )
         return notes
 
     def files(self) -> dict[str, str]:

@@ -92,8 +92,10 @@ class LwsGroup:
 
 
 def lws_group(environ: Mapping[str, str]) -> LwsGroup:
-    """The group from LWS's environment: LWS_LEADER_ADDRESS (``<leader pod>.<service>.<namespace>``),
-    LWS_GROUP_SIZE and LWS_WORKER_INDEX (kubernetes-sigs/lws v0.10.0, pkg/utils/... env injection)."""
+    """The group from LWS's environment (kubernetes-sigs/lws v0.10.0, 2161f38f: pkg/utils/pod/pod_utils.go
+    sets LWS_LEADER_ADDRESS = ``<lws>-<group>.<subdomain>.<namespace>``, whose first label is the leader
+    pod's name, and LWS_GROUP_SIZE; worker pods are the StatefulSet ``<lws>-<group>``'s, named
+    ``<leader pod>-<index>`` (pkg/controllers/pod_controller.go, GetParentNameAndOrdinal))."""
     try:
         address = environ["LWS_LEADER_ADDRESS"]
         size = int(environ["LWS_GROUP_SIZE"])
