@@ -506,14 +506,14 @@ def main() -> int:
         return 0
     print(f"{result['date']}  {result['machine']}")
     live_col = bool(aic)
-    head = f"{'case':<44} {'metric':<12} {'predicted':>10} {'anchor':>10} {'ratio':>6} {'tol':>5} {'ok':>4}"
+    head = f"{'case':<50} {'metric':<12} {'predicted':>10} {'anchor':>10} {'ratio':>6} {'tol':>5} {'ok':>4}"
     print(head + ("  aic-live  ratio" if live_col else ""))
     short = {"output_tokens_per_s": "tok/s", "output_tokens_per_s_per_gpu": "tok/s/GPU", "ttft_ms": "TTFT ms",
              "tpot_ms": "TPOT ms"}  # fmt: skip
     for r in rows:
         tol = f"{r['tolerance']:.0%}" if r["tolerance"] is not None else "check"
         ok = "" if r["ok"] is None else ("yes" if r["ok"] else "NO")
-        line = (f"{r['case']:<44} {short[r['metric']]:<12} {r['predicted']:>10,.1f} {r['anchor']:>10,.1f} "
+        line = (f"{r['case']:<50} {short[r['metric']]:<12} {r['predicted']:>10,.1f} {r['anchor']:>10,.1f} "
                 f"{r['ratio']:>6.2f} {tol:>5} {ok:>4}")  # fmt: skip
         if live_col and "aiconfigurator_live" in r:
             line += f"  {r['aiconfigurator_live']:>8,.1f} {r['ratio_to_live']:>6.2f}"

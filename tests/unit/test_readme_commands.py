@@ -21,6 +21,11 @@ RUN_HERE = (
     "swallow-trt plan --model 8b --int4-awq --target ampere-sm86 --json",
     # ./my-checkpoint stands for the reader's checkpoint: plan reads only its config.json.
     "swallow-trt plan --model ./my-checkpoint --qformat int8_sq --target ampere --gpus 2 --tp 2",
+    # The performance estimate and the SLO search (issue 16): pure arithmetic over the plan.
+    "swallow-trt plan --model 8b --fp8 --target hopper --isl 1024 --osl 256",
+    "swallow-trt plan --model 8b --fp8 --target hopper --isl 1024 --osl 256 --concurrency 64",
+    "swallow-trt plan --model 70b --target h100x4 --isl 1024 --osl 256 --rate 4",
+    "swallow-trt plan --model 70b --target h100x4 --isl 1024 --osl 256 --slo-ttft-ms 500 --slo-tpot-ms 30",
     "swallow-trt build --model 70b --tp 4 --fp8 --target h100x4 --dry-run",
     "swallow-trt build --model qwen3-30b-a3b --target hopper --runtime pytorch --dry-run",
     "swallow-trt build --model tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4 --target h100x4 --dry-run",
