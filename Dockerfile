@@ -29,6 +29,13 @@ COPY quantize ./quantize
 COPY builders ./builders
 COPY triton_repo ./triton_repo
 COPY profiles ./profiles
+# Every package directory pyproject.toml maps (the install fails on a missing one).
+COPY openai_api ./openai_api
+COPY profiler ./profiler
+COPY workflows ./workflows
+COPY text ./text
+COPY deploy ./deploy
+COPY perf ./perf
 
 # Use the image's own torch, TensorRT-LLM, transformers and nvidia-modelopt (no second torch): install
 # this package without dependencies, then only the light ones the image lacks, pinned.
