@@ -99,3 +99,21 @@ def test_wait_for_polls_until_the_files_appear_or_the_deadline() -> None:
         wait_for([target], poll_s=10, timeout_s=30, say=lines.append, clock=lambda: now[0], sleep=sleep)
     assert now[0] == 30
     assert len(lines) == 1
+
+
+def test_worker_process_ends_at_once_on_sigterm() -> None:
+    import os
+    import signal
+    import threading
+
+    from swallow_trt.deploy.runtime import wait_until_stopped
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert wait_until_stopped() == signal.SIGTERM
+    finally:
+        timer.cancel()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
