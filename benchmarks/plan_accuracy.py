@@ -47,6 +47,9 @@ MS7B = "tokyotech-llm/Swallow-MS-7b-v0.1"
 MX = "tokyotech-llm/Swallow-MX-8x7b-NVE-v0.1"
 PERF = "perf-overview v0.17"
 AIC = "aiconfigurator 0.12 (issue 16)"
+# aiconfigurator's figures per case, in this order: batch-1 TTFT and TPOT, concurrency-64 TPOT and tok/s/GPU.
+AIC_METRICS = (("batch 1 TTFT", "ttft_ms", 1), ("batch 1 TPOT", "tpot_ms", 1), ("c64 TPOT", "tpot_ms", 64),
+               ("c64 tok/s/GPU", "output_tokens_per_s_per_gpu", 64))  # fmt: skip
 SERVING = "perf-overview v0.14 serving (BF16, Triton; includes Triton's overhead)"
 
 
@@ -95,74 +98,25 @@ CASES: list[Case] = [
     ),
     # --- acceptance: batch 1 and concurrency 64 at 1024/256 vs aiconfigurator ------------------------
     *[
-        c
-        for name, model, args, aic, ttft, tpot in (
-            ("8B H100 FP8", "8b", H100, (L8, "h100_sxm", "fp8", 1), 30.0, 4.19),
-            ("70B TP4 H100 FP8", "70b", H100X4, (L70, "h100_sxm", "fp8", 4), 101.8, 9.78),
-            ("8B L40S FP8", "8b", L40S, (L8, "l40s", "fp8", 1), 97.0, 11.77),
-            ("8B A100 BF16", "8b", A100_BF16, (L8, "a100_sxm", "bf16", 1), 125.3, 11.48),
+        Case(
+            f"{name} {label}",
+            ["--model", model, *args],
+            1024,
+            256,
+            metric,
+            value,
+            AIC,
+            0.30,
+            ("--concurrency", str(batch)),
+            (*aic, batch),
         )
-        for c in (
-            Case(
-                f"{name} batch 1 TTFT",
-                ["--model", model, *args],
-                1024,
-                256,
-                "ttft_ms",
-                ttft,
-                AIC,
-                0.30,
-                ("--concurrency", "1"),
-                (*aic, 1),
-            ),
-            Case(
-                f"{name} batch 1 TPOT",
-                ["--model", model, *args],
-                1024,
-                256,
-                "tpot_ms",
-                tpot,
-                AIC,
-                0.30,
-                ("--concurrency", "1"),
-                (*aic, 1),
-            ),
+        for name, model, args, aic, figures in (
+            ("8B H100 FP8", "8b", H100, (L8, "h100_sxm", "fp8", 1), (30.0, 4.19, 9.37, 6720)),
+            ("70B TP4 H100 FP8", "70b", H100X4, (L70, "h100_sxm", "fp8", 4), (101.8, 9.78, 24.5, 640)),
+            ("8B L40S FP8", "8b", L40S, (L8, "l40s", "fp8", 1), (97.0, 11.77, 31.4, 2004)),
+            ("8B A100 BF16", "8b", A100_BF16, (L8, "a100_sxm", "bf16", 1), (125.3, 11.48, 30.3, 2069)),
         )
-    ],
-    *[
-        c
-        for name, model, args, aic, tpot, per_gpu in (
-            ("8B H100 FP8", "8b", H100, (L8, "h100_sxm", "fp8", 1), 9.37, 6720),
-            ("70B TP4 H100 FP8", "70b", H100X4, (L70, "h100_sxm", "fp8", 4), 24.5, 640),
-            ("8B L40S FP8", "8b", L40S, (L8, "l40s", "fp8", 1), 31.4, 2004),
-            ("8B A100 BF16", "8b", A100_BF16, (L8, "a100_sxm", "bf16", 1), 30.3, 2069),
-        )
-        for c in (
-            Case(
-                f"{name} c64 TPOT",
-                ["--model", model, *args],
-                1024,
-                256,
-                "tpot_ms",
-                tpot,
-                AIC,
-                0.30,
-                ("--concurrency", "64"),
-                (*aic, 64),
-            ),
-            Case(
-                f"{name} c64 tok/s/GPU",
-                ["--model", model, *args],
-                1024,
-                256,
-                "output_tokens_per_s_per_gpu",
-                per_gpu,
-                AIC,
-                0.30,
-                ("--concurrency", "64"),
-                (*aic, 64),
-            ),
-        )
+        for (label, metric, batch), value in zip(AIC_METRICS, figures, strict=True)
     ],
     # --- checks: further public engine rows (not acceptance figures) ---------------------------------
     *_tput(

@@ -25,7 +25,7 @@ from swallow_trt.perf.model import (
     stage_step,
     weights_once_s,
 )
-from swallow_trt.quantize.formats import DTYPE_BYTES, kv_bytes_per_element
+from swallow_trt.quantize.formats import DTYPE_BYTES, KV_BY_SM, kv_bytes_per_element
 
 # trtllm-bench caps its max batch at 4096 / pp to bound the decoder buffers (tuning.py); so does plan.
 MAX_BATCH_CAP = 4096
@@ -267,10 +267,13 @@ def estimate_plan(req: PlanRequest, w: Workload) -> tuple[Plan, Estimate]:
     notes: list[str] = []
     if w.concurrency is not None:
         if w.concurrency > fit:
+            small = next((k for k in ("fp8", "int8") if k in KV_BY_SM.get(plan.profile.sm, ())), None)
             raise DoesNotFitError(
                 f"--concurrency {w.concurrency}: the KV cache of {g.gpu.name} holds {fit} sequences of "
                 f"{w.isl}+{w.osl} tokens",
-                f"use --concurrency {fit} or less, an FP8 KV cache, or more GPUs (--tp)",
+                f"use --concurrency {fit} or less"
+                + (f", --kv-cache-dtype {small}" if plan.kv_cache_dtype == "auto" and small else "")
+                + ", or more GPUs (--tp)",
             )
         if req.max_batch_size is not None and w.concurrency > req.max_batch_size:
             raise UsageError(

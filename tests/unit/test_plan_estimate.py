@@ -232,3 +232,30 @@ def test_profile_puts_the_plan_prediction_beside_the_measurement() -> None:
     refused = roofline_floors(open_spec, 1e6)
     assert refused is not None
     assert "more than this engine sustains" in refused["predicted"]["error"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--model", "70b", "--tp", "4", "--fp8", "--target", "h100x4"],
+        ["plan", *SLO_70B, "--json"],
+    ],
+)
+def test_the_model_stays_light(args: list[str]) -> None:
+    """No numpy or pandas (nor the other heavy libraries) behind the estimate and the search; a plain plan
+    does not even import the performance model (start-up, benchmarks/cli_startup.py)."""
+    import subprocess
+    import sys
+
+    from tests.unit.test_light_imports import HEAVY, PROBE
+
+    heavy = (*HEAVY, "numpy", "pandas")
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=heavy, args=args)], capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert "Traceback" not in proc.stderr
+    loaded = json.loads(
+        next(x for x in proc.stderr.splitlines() if x.startswith("LOADED=")).removeprefix("LOADED=")
+    )
+    assert loaded == []
+    own = json.loads(next(x for x in proc.stderr.splitlines() if x.startswith("OWN=")).removeprefix("OWN="))
+    assert ("swallow_trt.perf.model" in own) == ("--isl" in args)
