@@ -103,6 +103,7 @@ class Shape:
     grace_s: int
     waiting_target: int  # HPA/KEDA: waiting requests per pod to scale out at
     memory_bytes: int
+    build_memory_bytes: int = 0  # the quantize stage's host RAM (the plan's upper bound): the Job's limit
 
     @property
     def multi_node(self) -> bool:
@@ -298,6 +299,7 @@ def shape_from_plan(req: DeployRequest) -> tuple[Shape, Plan]:
         "products": products, "grace_s": _grace_s(plan), "waiting_target": _waiting_target(plan),
         # Checkpoint, engine and repository, the HF download, and room for a rebuild.
         "storage_bytes": math.ceil((plan.host.disk_bytes + plan.host.hf_checkpoint_bytes) * 1.25 / GIB) * GIB,
+        "build_memory_bytes": plan.host.ram_bytes,
         "memory_bytes": HOST_MEMORY_PER_RANK * min(world, per_node)
         + math.ceil(plan.host.engine_bytes / max(nodes, 1)),
     }  # fmt: skip
@@ -517,10 +519,14 @@ class Builder:
     def container_security() -> Obj:
         return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
-    def gpu_resources(self, gpus: int, cpu: int, memory: int) -> Obj:
+    def gpu_resources(self, gpus: int, cpu: int, memory: int, limit: int | None = None) -> Obj:
+        """``memory`` requested; the limit adds /dev/shm (a memory-backed volume counts against it)."""
         return {
             "requests": {"cpu": str(cpu), "memory": _quantity(memory), "nvidia.com/gpu": str(gpus)},
-            "limits": {"memory": _quantity(memory + self.shm_bytes), "nvidia.com/gpu": str(gpus)},
+            "limits": {
+                "memory": _quantity(max(memory, limit or 0) + self.shm_bytes),
+                "nvidia.com/gpu": str(gpus),
+            },
         }
 
     @property
@@ -539,7 +545,11 @@ class Builder:
                 "command": ["swallow-trt"],
                 "args": list(step),
                 "env": self.env(serving=False),
-                "resources": self.gpu_resources(gpus, CPU_PER_RANK * gpus, self.s.memory_bytes),
+                # Requested as a server needs; allowed up to the quantize stage's upper bound (with
+                # the weights on the GPUs, calibration uses far less host RAM than that bound).
+                "resources": self.gpu_resources(
+                    gpus, CPU_PER_RANK * gpus, self.s.memory_bytes, self.s.build_memory_bytes
+                ),
                 "securityContext": self.container_security(),
                 "volumeMounts": [
                     {"name": "models", "mountPath": str(MOUNT)},

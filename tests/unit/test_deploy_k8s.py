@@ -331,7 +331,11 @@ def test_single_node_deployment_details() -> None:
     steps = [c["args"][0] for c in job["spec"]["template"]["spec"]["initContainers"]]
     steps += [c["args"][0] for c in job["spec"]["template"]["spec"]["containers"]]
     assert steps == ["build", "package"]
-    build_args = job["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    build_step = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert (
+        build_step["resources"]["limits"]["memory"] == f"{-(-(plan.host.ram_bytes + 6 * 2**30) // 2**30)}Gi"
+    )
+    build_args = build_step["args"]
     assert build_args[build_args.index("--tp") + 1] == "4"
     assert "--fp8" not in build_args
     assert build_args[build_args.index("--qformat") + 1] == "fp8"
