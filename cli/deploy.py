@@ -190,7 +190,7 @@ def _leader(repo: Path, gpus_per_node: int, host: str, ports: tuple[int, int, in
     with the server the library builds for the group (every rank across its pods, rank 0 here)."""
     import os
 
-    from swallow_trt.deploy.runtime import leader_server, lws_group
+    from swallow_trt.deploy.runtime import leader_server, lws_group, wait_for_group
     from swallow_trt.openai_api.server import ApiLaunch
     from swallow_trt.triton_repo.launch import run_until_stopped
     from swallow_trt.triton_repo.recovery import Recovery
@@ -205,6 +205,7 @@ def _leader(repo: Path, gpus_per_node: int, host: str, ports: tuple[int, int, in
                            recovery=Recovery(ready_timeout_s=ready_timeout_s))  # fmt: skip
     api = ApiLaunch(server.repo, host=api_at[0], port=api_at[1], ready_timeout_s=ready_timeout_s)
     api.check({"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics})
+    wait_for_group(group, timeout_s=ready_timeout_s, say=say)
     run_until_stopped(
         server,
         on_ready=lambda started: say(f"group {', '.join(group.pods)} ready; OpenAI API on {api.url}"),

@@ -140,6 +140,32 @@ def leader_server(repo: Path, group: LwsGroup, gpus_per_node: int, **server_kwar
                        **server_kwargs)  # fmt: skip
 
 
+def wait_for_group(group: LwsGroup, *, timeout_s: float, poll_s: float = 5.0,
+                   run: Callable[[list[str]], int] | None = None, say: Callable[[str], None] = print,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    """Before mpirun: every worker pod's server container answers ``kubectl exec`` (LWS starts the
+    workers after the leader, and their init containers take as long as the leader's), so no rank is
+    started into a pod that is not there yet. EnvironmentProblem after ``timeout_s``."""
+    import subprocess
+
+    def kubectl(argv: list[str]) -> int:
+        return subprocess.run(argv, capture_output=True, timeout=60).returncode
+
+    call = run or kubectl
+    start = clock()
+    for pod in group.pods[1:]:
+        argv = rsh_argv(pod, ["true"])
+        while call(argv) != 0:
+            if clock() - start >= timeout_s:
+                raise EnvironmentProblem(
+                    f"worker pod {pod} did not answer kubectl exec within {timeout_s:g} s",
+                    f"kubectl describe pod {pod} (its engine-guard init container may be waiting)",
+                )
+            sleep(poll_s)
+        say(f"worker {pod} is up")
+
+
 def rsh_argv(host: str, command: list[str], namespace: str | None = None) -> list[str]:
     """Open MPI calls its agent as ``AGENT HOST COMMAND...``; this is the ``kubectl exec`` that runs
     COMMAND in HOST's server container (the leader's ServiceAccount may get pods and create pods/exec)."""

@@ -117,3 +117,26 @@ def test_worker_process_ends_at_once_on_sigterm() -> None:
         timer.cancel()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def test_leader_waits_for_every_worker_to_answer_exec() -> None:
+    from swallow_trt.deploy.runtime import LwsGroup, wait_for_group
+
+    group = LwsGroup("llm-0", 3, 0)
+    calls: list[list[str]] = []
+    answers = iter([1, 1, 0, 0])  # llm-0-1 answers on the third try, llm-0-2 at once
+
+    def kubectl(argv: list[str]) -> int:  # stands in for kubectl exec against a cluster
+        calls.append(argv)
+        return next(answers)
+
+    now = [0.0]
+    lines: list[str] = []
+    wait_for_group(group, timeout_s=60, poll_s=5, run=kubectl, say=lines.append, clock=lambda: now[0],
+                   sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
+    assert [c[2] for c in calls] == ["llm-0-1", "llm-0-1", "llm-0-1", "llm-0-2"]
+    assert calls[0] == ["kubectl", "exec", "llm-0-1", "-c", "server", "--", "/bin/sh", "-c", "true"]
+    assert lines == ["worker llm-0-1 is up", "worker llm-0-2 is up"]
+    with pytest.raises(EnvironmentProblem, match="llm-0-1 did not answer kubectl exec within 10 s"):
+        wait_for_group(group, timeout_s=10, poll_s=5, run=lambda argv: 1, say=lines.append,
+                       clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
