@@ -187,6 +187,20 @@ CASES: list[Case] = [
         "Mistral-7B (Swallow-MS) H100 FP8", MS7B, H100, [(128, 128, 31674.49), (1000, 1000, 16035.66)], None
     ),
     *_tput(
+        "Mixtral-8x7B (Swallow-MX) TP1 H100 FP8",
+        MX,
+        H100,
+        [(128, 128, 15962.49), (1000, 1000, 6868.52), (2048, 2048, 3983.1)],
+        None,
+    ),
+    *_tput(
+        "Mixtral-8x7B (Swallow-MX) TP1 H200 FP8",
+        MX,
+        H200,
+        [(128, 128, 17157.72), (1000, 1000, 10371.36), (2048, 2048, 6940.32)],
+        None,
+    ),
+    *_tput(
         "Mixtral-8x7B (Swallow-MX) TP2 H100 FP8",
         MX,
         H100X2,

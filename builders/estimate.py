@@ -8,6 +8,7 @@ a closed loop at ``--concurrency C`` streams, or an open loop at ``--rate R`` re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,8 +51,9 @@ class Slo:
     tpot_ms: float | None = None
 
     def excess(self, p: Point) -> float:
-        """How far ``p`` is over the targets, as the larger relative excess (0: meets them)."""
-        over = 0.0
+        """How far ``p`` is over the targets, as the larger relative excess: <= 0 meets them, and the
+        more negative, the more headroom."""
+        over = -math.inf
         if self.ttft_ms is not None:
             over = max(over, p.ttft_s * 1e3 / self.ttft_ms - 1)
         if self.tpot_ms is not None:

@@ -198,6 +198,7 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
     ]  # fmt: skip
     found: list[Candidate] = []
     tried = 0
+    fitting = 0
     first_plan: Plan | None = None
     for qformat in formats:
         for tp, pp in _layouts(req, gpu_count, valid_tps(arch, qformat, gpu_count)):
@@ -221,6 +222,7 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
                 fit = sequences_fit(plan, g, workload.isl, workload.osl)
                 if fit < 1:
                     continue
+                fitting += 1
                 d = deployment_for(plan, g)
                 best = _best_for_layout(d, workload, slo, fit, pp, gpu_count // (tp * pp))
                 if best is None:
@@ -267,7 +269,7 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
         reason=reason,
         nearest_miss=nearest,
         layouts_tried=tried,
-        layouts_fitting=len(unique),
+        layouts_fitting=fitting,
         seconds=time.perf_counter() - t0,
     )
 

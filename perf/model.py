@@ -63,6 +63,7 @@ class Deployment:
     top_k: int
     moe_ep: int
     gemm_flops_per_token: float  # 2 x GEMM weights one token touches on this rank (lm_head excluded)
+    expert_flops_per_token: float  # the MoE experts' share of it (0: dense)
     lm_head_flops: float  # 2 x this rank's lm_head weights: once per decode token and per prompt
     kv_bytes_per_token: float  # this rank's KV bytes per context token (full-attention layers)
     sliding_kv_bytes_per_token: float  # the same for sliding-window layers (0 without)
@@ -132,14 +133,25 @@ def stage_step(
     tokens = decode + prefill_tokens
     bw = d.bandwidth_bytes_s
     memory = d.weight_read_bytes(tokens) / (bw * gen.weight_bandwidth)
-    flops = tokens * d.gemm_flops_per_token + (decode + prefill_seqs) * d.lm_head_flops
     # Small token counts fill GEMM tiles poorly: half the rate at ``ramp_tokens``, never worse (below
-    # it the kernels are bound by the weight reads anyway).
-    compute = (
-        flops * (1 + g.ramp_tokens / max(tokens, g.ramp_tokens)) / (d.gemm_flops_s * g.peak_fraction)
-        if tokens > 0
-        else 0.0
-    )
+    # it the kernels are bound by the weight reads anyway). An expert's GEMM sees only the tokens routed
+    # to it (T x k / E).
+    rate = d.gemm_flops_s * g.peak_fraction
+    compute = 0.0
+    if tokens > 0:
+        dense = (
+            tokens * (d.gemm_flops_per_token - d.expert_flops_per_token)
+            + (decode + prefill_seqs) * d.lm_head_flops
+        )
+        compute = dense * (1 + g.ramp_tokens / max(tokens, g.ramp_tokens)) / rate
+        if d.expert_flops_per_token:
+            per_expert = tokens * d.top_k / d.experts
+            compute += (
+                tokens
+                * d.expert_flops_per_token
+                * (1 + g.ramp_tokens / max(per_expert, g.ramp_tokens))
+                / rate
+            )
 
     act_bytes = tokens * d.layers * gen.activation_passes * (d.hidden + d.mlp_width_per_rank) * BYTES_ACT
     activations = act_bytes / (bw * gen.weight_bandwidth)
@@ -262,16 +274,26 @@ def _prompts_per_step(r: float, poisson: bool) -> list[tuple[int, float]]:
 def mean_round_s(d: Deployment, isl: int, osl: int, r: float, poisson: bool = False) -> float:
     """The mean step time (one token for every decoding request) when ``r`` requests start per step
     on average: every step carries ``r x (OSL - 1)`` decode tokens and whole prompts, as many as arrive
-    (evenly staggered in a closed loop, Poisson in an open one), the prompts cut to the token budget."""
+    (evenly staggered in a closed loop, Poisson in an open one), cut to the token budget; what a full
+    step cannot take waits for the next, filling steps that would have carried less."""
     decode = r * (osl - 1)
     ctx = isl + osl / 2
     room = max(_budget(d) - decode, 0.0)
+    loads = [(min(k * isl, room), w) for k, w in _prompts_per_step(r, poisson) if w > 0]
+    # Carry-over keeps the mean at r x ISL: move the deficit's weight from the lightest steps to full ones.
+    deficit = r * isl - sum(p * w for p, w in loads)
+    if deficit > 1e-9 and room > 0:
+        loads.sort()
+        moved: list[tuple[float, float]] = []
+        for p, w in loads:
+            take = min(w, deficit / (room - p)) if room > p and deficit > 0 else 0.0
+            deficit -= take * (room - p)
+            moved += [(p, w - take), (room, take)]
+        loads = moved
     total = 0.0
-    for k, w in _prompts_per_step(r, poisson):
-        if w <= 0:
-            continue
-        prefill = min(k * isl, room)
-        total += w * round_s(d, decode, ctx, prefill, prefill * (isl + 1) / 2, prefill / isl)
+    for prefill, w in loads:
+        if w > 0:
+            total += w * round_s(d, decode, ctx, prefill, prefill * (isl + 1) / 2, prefill / isl)
     return total
 
 
@@ -309,37 +331,62 @@ def closed_loop(d: Deployment, isl: int, osl: int, concurrency: float) -> Point:
 
 
 def open_loop(d: Deployment, isl: int, osl: int, rate: float, max_concurrency: float) -> Point | None:
-    """Poisson arrivals at ``rate`` requests/s; None if the instance cannot sustain it within
-    ``max_concurrency`` sequences."""
-    best = closed_loop(d, isl, osl, max_concurrency)
-    if rate >= best.requests_per_s * 0.999:
-        return None
-    lo, hi = 0.0, max_concurrency / osl  # requests starting per round
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if mid / mean_round_s(d, isl, osl, mid, poisson=True) < rate:
-            lo = mid
+    """Poisson arrivals at ``rate`` requests/s into an engine of ``max_concurrency`` slots; None if it
+    cannot sustain the rate.
+
+    The number of requests in the engine is a birth-death chain: arrivals at ``rate``, completions at
+    ``D(n) = r(n) / step(n)`` with ``n`` running (the closed loop's rate at ``n``, prompts arriving as
+    Poisson counts per step); requests beyond the slots wait. Its stationary distribution gives the
+    mean running and waiting counts, so TPOT = running / (rate x OSL) (Little's law over tokens) rises
+    steeply near saturation, as measured serving does, and the wait adds to TTFT."""
+    slots = max(1, int(max_concurrency))
+    ctx = isl + osl / 2
+    cap = _budget(d) / (isl + osl - 1)
+
+    def step(n: float) -> float:
+        return max(mean_round_s(d, isl, osl, min(n / osl, cap), poisson=True), round_s(d, 1.0, ctx))
+
+    # Step times on a log grid of running counts, interpolated in log n.
+    grid = sorted({1, slots, *(round(slots ** (i / 15)) for i in range(16))})
+    times = [step(n) for n in grid]
+
+    def done_rate(n: int) -> float:
+        k = min(n, slots)
+        i = next(j for j, g in enumerate(grid) if g >= k)
+        if grid[i] == k or i == 0:
+            t = times[i]
         else:
-            hi = mid
-        if hi - lo < 1e-4 * hi:
+            lo, hi = grid[i - 1], grid[i]
+            w = (math.log(k) - math.log(lo)) / (math.log(hi) - math.log(lo))
+            t = times[i - 1] + w * (times[i] - times[i - 1])
+        return min(k / osl, cap) / t
+
+    full = done_rate(slots)
+    if rate >= full * 0.999:
+        return None
+    p, total, running, peak = 1.0, 1.0, 0.0, 1.0
+    for n in range(1, slots + 1):
+        p *= rate / done_rate(n)
+        total += p
+        running += p * n
+        peak = max(peak, p)
+        if p < 1e-12 * peak and n > rate * osl * times[0]:
+            p = 0.0  # the rest of the chain holds nothing
             break
-    r = hi
-    one = mean_round_s(d, isl, osl, r, poisson=True)
-    # Light load: a request mostly decodes alone.
-    one = max(one, round_s(d, 1.0, isl + osl / 2))
-    decode = r * (osl - 1)
+    # Beyond the slots: a geometric tail of waiting requests.
+    q = rate / full
+    waiting = p * q / (1 - q) ** 2
+    total += p * q / (1 - q)
+    running += p * slots * q / (1 - q)
+    running /= total
+    waiting /= total
+    tpot = max(running / (rate * osl), round_s(d, 1.0, ctx))
+    r = min(running / osl, cap)
     chunk = min(isl, _budget(d))
-    prefill = round_s(d, decode, isl + osl / 2, chunk, chunk * (chunk + 1) / 2, 1.0) * math.ceil(isl / chunk)
-    rho = min(rate / best.requests_per_s, 0.999)
-    # Wait for the step in flight, the prefill (mixed with the running decodes) and M/D/1 queueing for
-    # the prefill slots.
-    ttft = (
-        0.5 * one
-        + prefill * d.gen.first_token_factor
-        + rho / (2 * (1 - rho)) * one
-        + d.gen.request_overhead_s
-    )
-    return Point(r * osl, ttft, one, rate * osl, rate, False)
+    prefill = round_s(d, r * (osl - 1), ctx, chunk, chunk * (chunk + 1) / 2, 1.0) * math.ceil(isl / chunk)
+    # Wait for the step in flight, the prefill (mixed with the running decodes), and any queue for a slot.
+    ttft = 0.5 * tpot + prefill * d.gen.first_token_factor + waiting / rate + d.gen.request_overhead_s
+    return Point(running + waiting, ttft, tpot, rate * osl, rate, False)
 
 
 def batch_grid(limit: int) -> list[int]:
@@ -432,6 +479,7 @@ def deployment(
         top_k=arch.num_experts_per_tok,
         moe_ep=moe_ep,
         gemm_flops_per_token=2.0 * layers * (attn_params + mlp_params),
+        expert_flops_per_token=2.0 * layers * mlp_params if arch.is_moe else 0.0,
         lm_head_flops=2.0 * vocab_padded // tp * hidden,
         kv_bytes_per_token=kv_bytes_per_token,
         sliding_kv_bytes_per_token=sliding_kv_bytes_per_token,
