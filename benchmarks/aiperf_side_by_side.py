@@ -170,7 +170,7 @@ def main() -> int:
         tokenizer = repo / "chat" / "tokenizer"
         print(f"starting Triton (schedule model: first token {args.first_token_ms:g} ms, then every "
               f"{args.token_interval_ms:g} ms) and the OpenAI API", flush=True)  # fmt: skip
-        server = TritonServer(repo, log_path=root / "server.log").start(timeout_s=1800)
+        server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800).start()
         try:
             api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log",
                                     max_in_flight=4 * max(args.concurrency))  # fmt: skip

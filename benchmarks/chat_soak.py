@@ -99,8 +99,7 @@ def main() -> int:
         root = Path(tmp)
         repo = _repo(root, args.token_ms)
         log_path = root / "server.log"
-        with TritonServer(repo, log_path=log_path) as server:
-            server.start(timeout_s=600)
+        with TritonServer(repo, log_path=log_path, start_timeout_s=600) as server:
             stubs_before = _stubs(server)
             deadline = time.monotonic() + args.minutes * 60
             threads = [

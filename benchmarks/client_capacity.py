@@ -153,7 +153,7 @@ def main() -> int:
         repo = _repo(root, max(64, int(max(levels))))
         tokenizer = repo / "chat" / "tokenizer"
         # A cold start of the full repository on a loaded 2-core machine takes minutes: a long deadline.
-        server = TritonServer(repo, log_path=root / "server.log").start(timeout_s=1800)
+        server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800).start()
         try:
             if "tensorrt_llm" in args.routes:
                 for name, tokens in (("tokens", args.tokens), ("requests", 1)):

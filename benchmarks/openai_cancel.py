@@ -207,7 +207,7 @@ def main() -> None:
         params = {"first_token_ms": str(args.first_token_ms), "token_interval_ms": str(args.token_ms),
                   "require_forced_length": "false", "record_path": str(record)}  # fmt: skip
         repo = schedule_repo(root, params, max_batch_size=max(64, args.concurrency))
-        server = TritonServer(repo, log_path=root / "server.log").start(timeout_s=1800)
+        server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800).start()
         try:
             api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log")
             try:

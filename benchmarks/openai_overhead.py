@@ -187,7 +187,7 @@ def main() -> None:
             render("llama3", [Message("user", PROMPT)], default_system=None),
             add_special_tokens=adds_bos("llama3"),
         )
-        server = TritonServer(repo, log_path=root / "server.log").start(timeout_s=1800)
+        server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800).start()
         try:
             api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log",
                                     max_in_flight=2 * max(args.concurrency))  # fmt: skip

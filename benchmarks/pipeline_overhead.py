@@ -252,11 +252,11 @@ def main() -> int:
             todo = [(level, model) for level in levels for model in targets]  # interleaved per concurrency
             while todo:
                 logs.append(root / f"server-{len(logs)}.log")
-                server = TritonServer(repo, log_path=logs[-1], extra_args=args.server_arg)
-                # Not ``with TritonServer(...)``: its __enter__ starts the server with the default
-                # 120 s deadline, which a loaded machine loading a dozen Python stubs overruns.
+                server = TritonServer(
+                    repo, log_path=logs[-1], extra_args=args.server_arg, start_timeout_s=args.start_timeout
+                )
                 try:
-                    server.start(timeout_s=args.start_timeout)
+                    server.start()
                     while todo:
                         level, model = todo.pop(0)
                         try:

@@ -96,8 +96,7 @@ def main() -> int:
         for name, chunk in (("tensorrt_llm", 1), ("chunked", 4)):
             add_schedule_model(repo, name, first_token_ms=FIRST_MS, token_interval_ms=INTERVAL_MS,
                                tokens_per_response=chunk, record_path=str(records / f"{name}.jsonl"))  # fmt: skip
-        with TritonServer(repo, log_path=root / "server.log") as server:
-            server.start(timeout_s=1800)
+        with TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800) as server:
             points = [
                 _point(server.grpc_url, root / "tokenizer", root / f"c{c}", records, c, n)
                 for c, n in zip(levels, counts, strict=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,8 +19,8 @@ from swallow_trt.builders.engine_args import EngineSpec, trtllm_build_argv
 from swallow_trt.builders.environment import BuildEnvironment
 from swallow_trt.builders.quantize_stage import Reporter, SilentReporter
 from swallow_trt.builders.stage import StageDir, stage_key
-from swallow_trt.errors import StageFailed
-from swallow_trt.proc import die_with_parent, stop_group, tail
+from swallow_trt.errors import ProcessFailed, ProcessFailure, StageFailed
+from swallow_trt.proc import ManagedProcess, tail
 
 LOG_NAME = "trtllm-build.log"
 PATH_FLAGS = ("--checkpoint_dir", "--output_dir", "--input_timing_cache", "--output_timing_cache")
@@ -104,42 +103,26 @@ def run_engine_stage(
             argv[0] = env.trtllm_build or argv[0]
             log_path = temp / LOG_NAME
             ui.phase(f"building the engine: {shlex.join(argv)}")
-            with log_path.open("wb") as log:
-                log.write(("$ " + shlex.join(argv) + "\n").encode())
-                log.flush()
-                proc = subprocess.Popen(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
-                )
-                try:
-                    last_note = time.monotonic()
-                    while True:
-                        try:
-                            rc = proc.wait(timeout=1.0)
-                            break
-                        except subprocess.TimeoutExpired:
-                            elapsed = time.time() - started
-                            if timeout_s is not None and elapsed > timeout_s:
-                                stop_group(proc)
-                                raise StageFailed(
-                                    f"trtllm-build did not finish within {timeout_s:g} s and was stopped: {shlex.join(argv)}",
-                                    "raise --build-timeout, or check the log for a stuck step",
-                                    details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
-                                ) from None
-                            if time.monotonic() - last_note >= 60:
-                                last_note = time.monotonic()
-                                ui.phase(f"still building ({elapsed / 60:.0f} min)")
-                except BaseException:
-                    stop_group(proc)
-                    raise
+            # This thread waits for the build, so the death signal, which follows it, is safe to set.
+            build = ManagedProcess(
+                argv, name="trtllm-build", log_path=log_path, timeout_s=timeout_s, tie_to_parent=True
+            )
+            last_note = [time.monotonic()]
+
+            def note() -> None:
+                if time.monotonic() - last_note[0] >= 60:
+                    last_note[0] = time.monotonic()
+                    ui.phase(f"still building ({(time.time() - started) / 60:.0f} min)")
+
+            try:
+                rc = build.start().wait(tick=note)
+            except ProcessFailed as exc:
+                exc.hint = "raise --build-timeout, or check the log for a stuck step"
+                raise
             if rc != 0:
-                raise StageFailed(
-                    f"trtllm-build exited with code {rc}: {shlex.join(argv)}",
-                    "fix the cause and re-run; the engine directory was left untouched",
-                    details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
+                raise build.failed(
+                    ProcessFailure.EXITED,
+                    hint="fix the cause and re-run; the engine directory was left untouched",
                 )
             world = int((checkpoint_manifest.get("inputs") or {}).get("tp", 1)) * int(
                 (checkpoint_manifest.get("inputs") or {}).get("pp", 1)

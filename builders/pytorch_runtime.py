@@ -424,12 +424,12 @@ def pytorch_commands(req: PlanRequest, plan: Plan, layout: PytorchLayout) -> dic
 
 
 def serve_trtllm(argv: list[str]) -> int:
-    """Run ``trtllm-serve`` in its own session until it exits or Ctrl-C / SIGTERM stops it."""
+    """Run ``trtllm-serve`` in its own session, on this terminal, until it exits or Ctrl-C / SIGTERM
+    stops it (its whole group)."""
     import signal
-    import subprocess
 
     from swallow_trt.errors import EnvironmentProblem
-    from swallow_trt.proc import stop_group
+    from swallow_trt.proc import ManagedProcess
 
     exe = shutil.which(argv[0])
     if exe is None:
@@ -437,17 +437,16 @@ def serve_trtllm(argv: list[str]) -> int:
             "trtllm-serve is not on PATH: the pytorch runtime needs TensorRT-LLM",
             "run serve inside the TensorRT-LLM image (see the Dockerfile)",
         )
-    proc = subprocess.Popen([exe, *argv[1:]], start_new_session=True)
+    server = ManagedProcess([exe, *argv[1:]], name="trtllm-serve", output="inherit")
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        return proc.wait()
+        return server.start().wait()
     except KeyboardInterrupt:
-        stop_group(proc)
-        return 0
+        return 0  # wait() stopped the group on its way out
     finally:
         signal.signal(signal.SIGTERM, previous)
 

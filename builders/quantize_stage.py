@@ -11,9 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -37,8 +35,8 @@ from swallow_trt.builders.plan import (
 )
 from swallow_trt.builders.stage import StageDir, stage_key
 from swallow_trt.checks import at_least, output_dir
-from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
-from swallow_trt.proc import die_with_parent, stop_group, tail
+from swallow_trt.errors import EnvironmentProblem, ProcessFailure, UsageError
+from swallow_trt.proc import ManagedProcess
 from swallow_trt.profiles import Profile, get_target
 from swallow_trt.quantize.calib import calibration_file, calibration_texts
 from swallow_trt.quantize.checkpoint import CheckpointInfo, fetch_checkpoint, inspect_checkpoint
@@ -178,44 +176,34 @@ def run_worker(spec: WorkerSpec, temp: Path, reporter: Reporter) -> tuple[dict[s
     spec_path.write_text(json.dumps(asdict(spec), indent=2))
     argv = [sys.executable, "-m", "swallow_trt.quantize.worker", str(spec_path)]
     log_path = temp / LOG_NAME
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write("$ " + shlex.join(argv) + "\n")
-        log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        done: dict[str, Any] | None = None
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    log.write(line)
-                    continue
-                kind = event.get("event")
-                if kind == "phase":
-                    reporter.phase(str(event.get("message", event.get("name"))))
-                elif kind == "calib":
-                    reporter.calib(int(event["done"]), int(event["total"]))
-                elif kind == "done":
-                    done = event
-            rc = proc.wait()
-        except BaseException:
-            stop_group(proc)
-            raise
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    # Events on stdout, the rest (the libraries' output, tracebacks) in the log. This thread waits for
+    # the worker, so the death signal, which follows it, is safe to set.
+    worker = ManagedProcess(
+        argv, name="the quantize worker", log_path=log_path, env=env, output="pipe", tie_to_parent=True
+    )
+    done: dict[str, Any] | None = None
+    with worker.start():
+        for line in worker.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {}
+            kind = event.get("event") if isinstance(event, dict) else None
+            if kind == "phase":
+                reporter.phase(str(event.get("message", event.get("name"))))
+            elif kind == "calib":
+                reporter.calib(int(event["done"]), int(event["total"]))
+            elif kind == "done":
+                done = event
+            else:
+                worker.note(line)
+        rc = worker.wait()
     if rc != 0 or done is None:
-        raise StageFailed(
-            f"quantize stage failed (worker exit code {rc}): {shlex.join(argv)}",
-            "fix the cause and re-run; the output directory was left untouched",
-            details=f"--- last lines of {LOG_NAME} ---\n{tail(log_path)}",
+        raise worker.failed(
+            ProcessFailure.EXITED,
+            summary=None if rc != 0 else "the quantize worker exited without reporting its result",
+            hint="fix the cause and re-run; the output directory was left untouched",
         )
     return done, argv
 

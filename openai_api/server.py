@@ -1,8 +1,9 @@
 """Running the API: :func:`run` (in this process, uvicorn, ``workers`` processes when asked) and
 :func:`start_api_process` (a child process, for ``swallow-trt serve``).
 
-``start_api_process(triton_url, repo, ...)`` starts ``swallow-trt openai`` as a child in its own session,
-waits until ``/version`` answers (Triton need not be ready: ``/health`` says when it is) and returns an
+``start_api_process(triton_url, repo, ...)`` starts ``swallow-trt openai`` as a supervised child
+(:class:`~swallow_trt.proc.ManagedProcess`: own session, tied to the caller's life), waits until
+``/version`` answers (Triton need not be ready: ``/health`` says when it is) and returns an
 :class:`ApiProcess`; ``stop()`` ends it with SIGTERM, then SIGKILL of its process group after a deadline.
 The API key travels in the child's environment (``SWALLOW_TRT_API_KEY``), never on its command line.
 
@@ -13,23 +14,20 @@ which a restart by the stub watcher keeps, so it follows restarts by itself (503
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
+from swallow_trt.errors import EnvironmentProblem, ProcessFailure, StageFailed, UsageError
 from swallow_trt.openai_api.app import ApiConfig
+from swallow_trt.proc import ManagedProcess
 
 if TYPE_CHECKING:
     from swallow_trt.triton_repo.server import TritonServer
@@ -73,54 +71,43 @@ def run(config: ApiConfig, host: str = "127.0.0.1", port: int = 8000, workers: i
     uvicorn.run(create_app(config), **common)
 
 
-@dataclass
 class ApiProcess:
-    """A running ``swallow-trt openai`` child."""
+    """A running ``swallow-trt openai`` child (a :class:`~swallow_trt.proc.ManagedProcess`)."""
 
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    _log: IO[bytes] | None = None
+    def __init__(self, process: ManagedProcess, url: str) -> None:
+        self.process = process
+        self.url = url
+
+    @property
+    def proc(self) -> subprocess.Popen[Any]:
+        return self.process.popen
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def log_path(self) -> Path:
+        assert self.process.log_path is not None
+        return self.process.log_path
+
     def running(self) -> bool:
-        return self.proc.poll() is None
+        return self.process.running
 
     def stop(self, deadline_s: float = 10) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(deadline_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        # Workers (--workers N) share the group: none may outlive the parent.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        """SIGTERM, then SIGKILL of the group: workers (--workers N) share it, none outlives the parent."""
+        self.process.stop(deadline_s)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.process.log_tail(lines)
 
     def failure(self) -> StageFailed | None:
         """The error to report once the process has ended on its own; None while it runs."""
-        code = self.proc.poll()
-        if code is None:
+        if self.process.running:
             return None
-        return StageFailed(
-            f"the OpenAI API process exited on its own (code {code})",
-            f"see its log: {self.log_path}",
-            details=self.log_tail(),
+        return self.process.failed(
+            ProcessFailure.EXITED,
+            summary=f"the OpenAI API process exited on its own (code {self.process.returncode})",
         )
 
 
@@ -148,9 +135,9 @@ def start_api_process(
     timeout_s: float = 300,
     stop: Callable[[], bool] | None = None,
 ) -> ApiProcess:
-    """Start the API in front of Triton's gRPC endpoint ``triton_url`` for repository ``repo``. ``stop``
-    is polled while waiting for it to answer: once it returns True the child is stopped and StageFailed
-    raised (a Ctrl-C during ``serve``'s start-up)."""
+    """Start the API in front of Triton's gRPC endpoint ``triton_url`` for repository ``repo`` and wait,
+    at most ``timeout_s``, until it answers. ``stop`` is polled meanwhile: once it returns True the child
+    is stopped and ProcessFailed (INTERRUPTED) raised (a Ctrl-C during ``serve``'s start-up)."""
     argv = [sys.executable, "-m", "swallow_trt.cli.main", "openai", "--triton-url", triton_url,
             "--repo", str(repo), "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if model_name:
@@ -169,28 +156,14 @@ def start_api_process(
         from swallow_trt.settings import load_settings
 
         log_path = load_settings().home / "api-logs" / f"openai-{os.getpid()}-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("ab")
-    from swallow_trt.proc import die_with_parent
-
-    # The death signal follows the thread that forked: only safe from the main thread (serve's).
-    pdeathsig = threading.current_thread() is threading.main_thread()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, preexec_fn=die_with_parent if pdeathsig else None)  # fmt: skip
     client_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    handle = ApiProcess(proc, f"http://{client_host}:{port}", log_path, log)
-    deadline = time.monotonic() + timeout_s
-    while not _answers(handle.url):
-        if stop is not None and stop():
-            handle.stop(deadline_s=2)
-            raise StageFailed("the OpenAI API was stopped while it was starting")
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = handle.log_tail()
-            handle.stop()
-            what = f"exited with {proc.returncode}" if proc.returncode is not None else "did not answer"
-            raise StageFailed(f"the OpenAI API process {what}", f"see {log_path}", details=tail)
-        time.sleep(0.2)
-    return handle
+    url = f"http://{client_host}:{port}"
+    # Tied to this process's life when started from the main thread (serve's): the death signal follows
+    # the thread that forked.
+    process = ManagedProcess(argv, name="the OpenAI API", log_path=log_path, timeout_s=timeout_s,
+                             ready=lambda: _answers(url), env=env)  # fmt: skip
+    process.start().wait_ready(stop=stop)
+    return ApiProcess(process, url)
 
 
 def api_config(
@@ -295,7 +268,7 @@ class ApiLaunch:
         ``triton_ports``: flag -> port the caller named (None: a free one). Returns the model id
         ``/v1/models`` will show."""
         from swallow_trt.openai_api.deployment import read_deployment
-        from swallow_trt.triton_repo.server import port_in_use
+        from swallow_trt.triton_repo.ports import port_in_use
 
         check_api_limits(port=self.port, workers=self.workers, max_body_bytes=self.max_body_bytes,
                          max_in_flight=self.max_in_flight, flags=_SERVE_FLAGS)  # fmt: skip

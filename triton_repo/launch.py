@@ -18,6 +18,7 @@ from typing import Protocol
 from swallow_trt.errors import EnvironmentProblem, StageFailed, SwallowTrtError, UsageError
 from swallow_trt.triton_repo.recovery import Recovery
 from swallow_trt.triton_repo.server import (
+    DEFAULT_START_TIMEOUT_S,
     Interrupted,
     StopFlag,
     TritonInstall,
@@ -85,8 +86,10 @@ def server_for(
     metrics_port: int | None = None,
     recovery: Recovery | None = None,
     on_event: Callable[[str], None] | None = None,
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
 ) -> TritonServer:
-    """A (not yet started) server for the repository; refuses what cannot serve it here."""
+    """A (not yet started) server for the repository, which ``start()`` waits for at most
+    ``start_timeout_s``; refuses what cannot serve it here."""
     install = None
     mpirun = None
     if info.backend == "tensorrtllm":
@@ -121,6 +124,7 @@ def server_for(
         mpirun=mpirun,
         recovery=recovery,
         on_event=on_event,
+        start_timeout_s=start_timeout_s,
     )
 
 
@@ -153,17 +157,16 @@ class CompanionInterrupted(Interrupted):
 def run_until_stopped(
     server: TritonServer,
     *,
-    ready_timeout_s: float,
     on_ready: Callable[[TritonServer], None],
     companion: StartCompanion | None = None,
     companion_name: str = "the OpenAI API",
 ) -> int:
-    """Start ``server``, then ``companion`` (when given), call ``on_ready``, and keep them until SIGINT or
-    SIGTERM; then stop the companion and the server. Returns the signal that ended it. A signal during
-    start-up stops everything at once and raises Interrupted (exit 128 + signal); a watcher that gave up
-    or a companion that exited raises its error; a server without a watcher that exits on its own raises
-    StageFailed. The companion outlives Triton restarts by the watcher. Installs its signal handlers for
-    its own duration (main thread only)."""
+    """Start ``server`` (within its own ``start_timeout_s``), then ``companion`` (when given), call
+    ``on_ready``, and keep them until SIGINT or SIGTERM; then stop the companion and the server. Returns
+    the signal that ended it. A signal during start-up stops everything at once and raises Interrupted
+    (exit 128 + signal); a watcher that gave up or a companion that exited raises its error; a server
+    without a watcher that exits on its own raises StageFailed. The companion outlives Triton restarts by
+    the watcher. Installs its signal handlers for its own duration (main thread only)."""
     flag = StopFlag()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -172,7 +175,7 @@ def run_until_stopped(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started: Companion | None = None
     try:
-        server.start(timeout_s=ready_timeout_s, stop=flag)
+        server.start(stop=flag)
         if companion is not None:
             try:
                 started = companion(server, flag.is_set)

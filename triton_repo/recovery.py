@@ -19,7 +19,8 @@ held. The watcher waits ``stuck_grace_s`` after a reload for the server log to s
 unloaded; when it does not, a restart is the only way to end those requests (their clients get an error
 instead of waiting for ever) and to free the old version, and the watcher says so and restarts.
 
-Standard library only, like server.py.
+The watcher knows the server only through :class:`Watched` (what ``TritonServer`` offers it), so this
+module does not import ``server.py``, which imports it. Standard library only, like server.py.
 """
 
 from __future__ import annotations
@@ -27,15 +28,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-from swallow_trt.errors import StageFailed, SwallowTrtError
-
-if TYPE_CHECKING:
-    from swallow_trt.triton_repo.server import StubProcess, TritonServer
+from swallow_trt.errors import ProcessFailed, StageFailed, SwallowTrtError
+from swallow_trt.triton_repo.stubs import StubProcess, exit_description, pid_alive
 
 log = logging.getLogger(__name__)
+
+
+class Watched(Protocol):
+    """What the watcher needs of the server it keeps alive (``TritonServer``)."""
+
+    shm_prefix: str
+    log_path: Path
+    failure: SwallowTrtError | None
+    on_event: Callable[[str], None]
+
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def stubs(self) -> list[StubProcess]: ...
+    def model_ready(self, name: str, timeout_s: float = 5) -> bool: ...
+    def reload_model(self, name: str, timeout_s: float = 600) -> None: ...
+    def relaunch(self, timeout_s: float, *, pdeathsig: bool = False) -> bool: ...
+    def log_size(self) -> int: ...
+    def log_since(self, offset: int) -> str: ...
+    def stop(self, deadline_s: float = 15) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,11 +86,6 @@ class Recovery:
         return float(min(self.backoff_s * 2**n, self.backoff_cap_s))
 
 
-def _one_line(exc: SwallowTrtError) -> str:
-    # StageFailed from a failed start ends with ": <the whole argv>"; the event line needs the reason.
-    return exc.message.split(": /", 1)[0]
-
-
 class StubWatcher(threading.Thread):
     """Started by ``TritonServer.start`` once the server is ready (when it has a Recovery policy).
 
@@ -72,7 +93,7 @@ class StubWatcher(threading.Thread):
     ``server.stop()`` on its way out, which waits for a stop in progress), so the death signal of a
     restarted server, which follows this thread, never fires while the server should run."""
 
-    def __init__(self, server: TritonServer, policy: Recovery) -> None:
+    def __init__(self, server: Watched, policy: Recovery) -> None:
         super().__init__(name=f"triton-watch-{server.shm_prefix}", daemon=True)
         self.server = server
         self.policy = policy
@@ -121,8 +142,6 @@ class StubWatcher(threading.Thread):
                 self._known.setdefault(stub.pid, stub)
 
     def _watch(self) -> None:
-        from swallow_trt.triton_repo.server import _pid_alive
-
         server, policy = self.server, self.policy
         last_scan = time.monotonic()
         while not self._sleep(policy.poll_s):
@@ -131,7 +150,7 @@ class StubWatcher(threading.Thread):
                 if not self._restart(what):
                     return
                 continue
-            dead = [s for s in self._known.values() if not _pid_alive(s.pid)]
+            dead = [s for s in self._known.values() if not pid_alive(s.pid)]
             if dead:
                 if not self._handle(dead):
                     return
@@ -175,8 +194,6 @@ class StubWatcher(threading.Thread):
 
     def _handle(self, dead: list[StubProcess]) -> bool:
         """Reload the model of each dead stub; False when the watching is over."""
-        from swallow_trt.triton_repo.server import exit_description
-
         how = {s.pid: exit_description(s.pid) for s in dead}  # read before the server reaps them
         for stub in dead:
             self._known.pop(stub.pid, None)
@@ -274,7 +291,10 @@ class StubWatcher(threading.Thread):
                 if not server.relaunch(policy.ready_timeout_s, pdeathsig=True):
                     return False
             except StageFailed as exc:
-                reason = f"the restart failed: {_one_line(exc)}"
+                # The event line wants the reason, not the whole argv a ProcessFailed's message ends with.
+                reason = (
+                    f"the restart failed: {exc.summary if isinstance(exc, ProcessFailed) else exc.message}"
+                )
                 continue
             self._generation += 1
             self._known.clear()
@@ -286,4 +306,4 @@ class StubWatcher(threading.Thread):
         return False
 
 
-__all__ = ["Recovery", "StubWatcher"]
+__all__ = ["Recovery", "StubWatcher", "Watched"]

@@ -1,17 +1,12 @@
 """Launch and stop a Triton Inference Server on a model repository.
 
-The server comes from nvidia-pytriton (the ``serve`` extra ships a real ``tritonserver`` binary, its
-libraries and a Python-backend stub per Python version) or, when asked, from a system install on PATH.
-Nothing in site-packages is modified: the Python backend is assembled, as symlinks, under
-``$SWALLOW_TRT_HOME/triton-backends/<key>/python/`` with the stub of the running Python.
-
-A server holding decoupled Python models may sit on SIGTERM for a long time and its
-``triton_python_backend_stub`` children can outlive it, so a server runs in its own session and
-``stop()`` escalates: SIGTERM, then SIGKILL of the whole process group after a deadline, then SIGKILL of
-any stub still carrying this server's unique shared-memory prefix. An ``atexit`` hook, a SIGTERM/SIGHUP
-hook (installed only where the caller has none) and PR_SET_PDEATHSIG (when started from the main thread,
-or from the recovery watcher, which outlives every server it launches) make sure the caller's death never
-leaves a server behind.
+The server comes from nvidia-pytriton or a system install (``triton_repo/install.py``) and runs as a
+:class:`~swallow_trt.proc.ManagedProcess`: its own session, tied to the caller's life, readiness polled
+against the deadline given at construction (``start_timeout_s``, which ``with TritonServer(...)`` honours
+as ``start()`` does), and a group stop. A server holding decoupled Python models may sit on SIGTERM for a
+long time and its ``triton_python_backend_stub`` children can outlive it, so ``stop()`` escalates:
+SIGTERM, then SIGKILL of the whole process group after a deadline, then SIGKILL of any stub still
+carrying this server's unique shared-memory prefix (``triton_repo/stubs.py`` finds them in /proc).
 
 Triton 2.51 never restarts a dead stub and keeps reporting the model ready, so a server started with a
 ``Recovery`` policy runs a watcher (``triton_repo/recovery.py``) that reloads the model of a dead stub
@@ -22,368 +17,52 @@ Only the standard library is imported here; nothing heavy at import time.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import hashlib
-import importlib.util
 import logging
 import os
 import secrets
-import shlex
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING, Literal
+from types import TracebackType
 
-from swallow_trt.errors import EnvironmentProblem, StageFailed, SwallowTrtError, UsageError
-from swallow_trt.proc import die_with_parent, tail
+from swallow_trt.errors import (
+    ProcessFailed,
+    ProcessFailure,
+    StageFailed,
+    SwallowTrtError,
+    UsageError,
+)
+from swallow_trt.proc import ManagedProcess, read_from, register_live, size_of, unregister_live
 from swallow_trt.settings import load_settings
-
-if TYPE_CHECKING:
-    from swallow_trt.triton_repo.recovery import Recovery
+from swallow_trt.triton_repo.install import SERVE_HINT, TritonInstall, find_tritonserver, python_lib_dir
+from swallow_trt.triton_repo.ports import PORT_NAMES, PortInUse, port_in_use
+from swallow_trt.triton_repo.ports import free_ports as _free_ports  # a module global: tests patch it
+from swallow_trt.triton_repo.recovery import Recovery, StubWatcher
+from swallow_trt.triton_repo.stubs import (
+    STUB_NAME,
+    StubProcess,
+    exit_description,
+    find_stubs,
+    pid_alive,
+    server_processes,
+)
 
 log = logging.getLogger(__name__)
 
-STUB_NAME = "triton_python_backend_stub"
-SERVE_HINT = (
-    "pip install 'swallow-trt[serve]' (nvidia-pytriton ships tritonserver), or put tritonserver on PATH"
-)
+DEFAULT_START_TIMEOUT_S = 600.0  # loading Python-backend models takes minutes on a loaded machine
 _LOG_TAIL_LINES = 40
 _EXIT_EXPIRED = "Exit timeout expired"  # logged when in-flight requests outlast --exit-timeout-secs
 _HANG_GRACE_S = 2.0  # how long a server that logged it may still take to exit on its own
 _LOG_NOISE = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML")  # no GPU here
 _BIND_ERRORS = ("address already in use", "already in use", "failed to bind")
-_PORT_NAMES = ("http", "grpc", "metrics")
-_PORT_LABELS = {"http": "HTTP", "grpc": "gRPC", "metrics": "metrics"}
 _EXPLICIT = "--model-control-mode=explicit"
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where a runnable tritonserver lives and what its environment needs."""
-
-    binary: Path
-    backend_dir: Path  # passed as --backend-directory
-    lib_dir: Path | None  # prepended to LD_LIBRARY_PATH
-    python_bin_dir: Path | None  # prepended to PATH: the stub takes sys.prefix from the python3 it finds
-    source: Literal["pytriton", "system"]
-    # Prepended to LD_LIBRARY_PATH after lib_dir: without it the stub embeds whichever libpython the
-    # loader finds first (the system's 3.11.2) over the venv's own standard library (3.11.7).
-    python_lib_dir: Path | None = None
-
-    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
-        libs = [str(p) for p in (self.lib_dir, self.python_lib_dir) if p is not None]
-        if libs:
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libs, env.get("LD_LIBRARY_PATH")) if p)
-        if self.python_bin_dir is not None:
-            env["PATH"] = os.pathsep.join(p for p in (str(self.python_bin_dir), env.get("PATH")) if p)
-        return env
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding the server
-
-
-def find_tritonserver(*, prefer_system: bool = False, home: Path | None = None) -> TritonInstall:
-    """The pytriton server (default) or a system ``tritonserver`` on PATH (``prefer_system``); either
-    falls back to the other. Raises EnvironmentProblem when neither exists or the pytriton one cannot
-    serve Python models with this interpreter."""
-    order = ("system", "pytriton") if prefer_system else ("pytriton", "system")
-    for source in order:
-        install = _system_install() if source == "system" else _pytriton_install(home)
-        if install is not None:
-            return install
-    raise EnvironmentProblem(
-        "no Triton Inference Server found (neither nvidia-pytriton nor tritonserver on PATH)", SERVE_HINT
-    )
-
-
-def _system_install() -> TritonInstall | None:
-    found = shutil.which("tritonserver")
-    if found is None:
-        return None
-    binary = Path(found).resolve()
-    prefix = binary.parent.parent  # /opt/tritonserver/bin/tritonserver -> /opt/tritonserver
-    lib_dir = prefix / "lib"
-    return TritonInstall(
-        binary=binary,
-        backend_dir=prefix / "backends",
-        lib_dir=lib_dir if lib_dir.is_dir() else None,
-        python_bin_dir=None,
-        source="system",
-    )
-
-
-def _pytriton_install(home: Path | None) -> TritonInstall | None:
-    spec = importlib.util.find_spec("pytriton")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    package = Path(next(iter(spec.submodule_search_locations)))
-    dist = package / "tritonserver"
-    binary = dist / "bin" / "tritonserver"
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        return None
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = dist / "python_backend_stubs" / version / STUB_NAME
-    if not stub.is_file():
-        have = sorted(p.name for p in (dist / "python_backend_stubs").glob("*") if (p / STUB_NAME).is_file())
-        raise EnvironmentProblem(
-            f"nvidia-pytriton has no Python-backend stub for Python {version} (it has: {', '.join(have) or 'none'})",
-            f"run swallow-trt with one of Python {', '.join(have)}, or use a system tritonserver (prefer_system)",
-        )
-    _check_numpy()
-    backend_dir = _assemble_backends(
-        dist / "backends", stub, (home or load_settings().home) / "triton-backends"
-    )
-    return TritonInstall(
-        binary=binary,
-        backend_dir=backend_dir,
-        lib_dir=package.parent / "nvidia_pytriton.libs",
-        python_bin_dir=_python_bin_dir(),
-        source="pytriton",
-        python_lib_dir=python_lib_dir(),
-    )
-
-
-def _check_numpy() -> None:
-    from importlib import metadata
-
-    try:
-        version = metadata.version("numpy")
-    except metadata.PackageNotFoundError:
-        raise EnvironmentProblem(
-            "numpy is not installed; Triton's Python backend needs it in the model environment", SERVE_HINT
-        ) from None
-    if int(version.split(".")[0]) >= 2:
-        raise EnvironmentProblem(
-            f"numpy {version} is installed; the Python-backend stub of nvidia-pytriton 0.7 needs numpy < 2",
-            "pip install 'numpy<2' (the serve extra pins it)",
-        )
-
-
-def python_lib_dir() -> Path | None:
-    """The directory holding the running interpreter's shared libpython (what the stub of this Python
-    version links against), or None for an interpreter built without one."""
-    import sysconfig
-
-    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
-    if not (sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname):
-        return None
-    return Path(libdir) if (Path(libdir) / soname).is_file() else None
-
-
-def _python_bin_dir() -> Path:
-    prefix_bin = Path(sys.prefix) / "bin"
-    if (prefix_bin / "python3").exists():
-        return prefix_bin
-    return Path(sys.executable).parent
-
-
-def _assemble_backends(source: Path, stub: Path, root: Path) -> Path:
-    """A backend directory of our own: every backend of ``source`` as symlinks, plus the stub next to
-    ``python/libtriton_python.so``. Keyed by the source files, so a new pytriton gets a new directory;
-    built in a temporary sibling and renamed into place (concurrent callers race harmlessly)."""
-    files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    digest = hashlib.sha256()
-    for path in [stub, *files]:
-        st = path.stat()
-        digest.update(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    target = root / digest.hexdigest()[:16]
-    if (target / "python" / STUB_NAME).is_file() and (target / "python" / "libtriton_python.so").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
-        for path in files:
-            link = temp / path.relative_to(source)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(path.resolve())
-        (temp / "python").mkdir(exist_ok=True)
-        (temp / "python" / STUB_NAME).symlink_to(stub.resolve())
-        try:
-            temp.rename(target)
-        except OSError:
-            if not target.is_dir():  # not a lost race: a real failure
-                raise
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
-    return target
-
-
-# --------------------------------------------------------------------------------------------------
-# Processes
-
-
-@dataclass(frozen=True)
-class _ProcInfo:
-    pid: int
-    state: str
-    pgrp: int
-    cmdline: list[str]
-
-
-def _scan_proc() -> list[_ProcInfo]:
-    found: list[_ProcInfo] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmdline = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
-        if len(fields) < 3:
-            continue
-        found.append(_ProcInfo(int(entry.name), fields[0], int(fields[2]), cmdline))
-    return found
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/<pid>/stat`` from field 3 (state) on, or None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2 :].split()
-
-
-def _pid_alive(pid: int) -> bool:
-    """True for a live process (a zombie waiting for its reaper counts as gone)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[:1] != ["Z"]
-
-
-def exit_description(pid: int) -> str | None:
-    """How a process that is no longer alive ended ("signal 9", "exit code 1"), while it is a zombie
-    (field 52 of its stat holds the wait status); None once it has been reaped, or while it lives."""
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] != "Z" or len(fields) < 50:
-        return None
-    status = int(fields[49])
-    if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"exit code {os.WEXITSTATUS(status)}"
-
-
-@dataclass(frozen=True)
-class StubProcess:
-    """A ``triton_python_backend_stub`` of one model instance."""
-
-    pid: int
-    model: str
-    instance: str
-
-
-def _stub_of(info: _ProcInfo, shm_prefix: str) -> StubProcess | None:
-    # python_backend's argv: stub, model path (<repo>/<model>/<version>/model.py), shm region name
-    # (<prefix><uuid>), shm sizes, parent pid, library dir, IPC handle, instance name, runtime dir.
-    argv = info.cmdline
-    if len(argv) < 3 or Path(argv[0]).name != STUB_NAME or not argv[2].startswith(shm_prefix):
-        return None
-    instance = argv[8] if len(argv) > 8 else "?"
-    parts = Path(argv[1]).parts
-    model = parts[-3] if len(parts) >= 3 else instance.rsplit("_", 2)[0]
-    return StubProcess(info.pid, model, instance)
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def _family_and_bind_host(host: str) -> tuple[socket.AddressFamily, str]:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return family, "" if host in ("0.0.0.0", "::") else host
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when a server could not bind ``port`` on ``host``: someone listens there. SO_REUSEADDR, as
-    Triton's listeners use, so connections of an earlier server lingering in TIME_WAIT do not count."""
-    family, bind_host = _family_and_bind_host(host)
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((bind_host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _free_ports(host: str, count: int) -> list[int]:
-    """``count`` distinct free TCP ports (all bound at once, then released)."""
-    family, bind_host = _family_and_bind_host(host)
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(s)
-            s.bind((bind_host, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-_LIVE: set[TritonServer] = set()
-_LIVE_LOCK = threading.Lock()
-_HOOKS_INSTALLED = False
-
-
-def _stop_all() -> None:
-    with _LIVE_LOCK:
-        servers = list(_LIVE)
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop(deadline_s=5)
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    _stop_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_hooks() -> None:
-    global _HOOKS_INSTALLED
-    if _HOOKS_INSTALLED:
-        return
-    _HOOKS_INSTALLED = True
-    atexit.register(_stop_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) == signal.SIG_DFL:  # never replace a handler the caller installed
-                signal.signal(sig, _on_signal)
 
 
 # --------------------------------------------------------------------------------------------------
 # Errors and the stop flag
-
-
-class PortInUse(EnvironmentProblem):
-    """A port the caller named is taken: found before anything is launched."""
-
-    def __init__(self, which: str, host: str, port: int) -> None:
-        super().__init__(
-            f"the {_PORT_LABELS[which]} port {port} on {host} is already in use",
-            f"stop what listens there, or choose another with --{which}-port (leave it out for a free one)",
-        )
-        self.which = which
-        self.port = port
 
 
 class Interrupted(SwallowTrtError):
@@ -426,8 +105,10 @@ class StopFlag:
 
 
 class TritonServer:
-    """One tritonserver process on ``repo``. ``with TritonServer(repo) as server: ...`` starts it, waits
-    until ``/v2/health/ready`` answers 200, and stops it (with every stub it started) on the way out.
+    """One tritonserver process on ``repo``. ``with TritonServer(repo, start_timeout_s=...) as server:``
+    starts it, waits until ``/v2/health/ready`` answers 200 (at most ``start_timeout_s``), and stops it
+    (with every stub it started) on the way out; ``start()`` does the same outside a ``with``. The
+    deadline is the constructor's alone, so no caller can start with one and believe it waits with another.
 
     With ``recovery`` set, the server runs with explicit model control (every model loaded at start-up)
     and, once ready, a watcher thread reloads the model of any stub that dies, or restarts the server;
@@ -449,6 +130,7 @@ class TritonServer:
         mpirun: str | None = None,
         recovery: Recovery | None = None,
         on_event: Callable[[str], None] | None = None,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> None:
         self.repo = Path(repo).resolve()
         self.host = host
@@ -461,20 +143,19 @@ class TritonServer:
         self.mpirun = mpirun or "mpirun"
         self.recovery = recovery
         self.on_event: Callable[[str], None] = on_event or log.warning
+        self.start_timeout_s = start_timeout_s
         self.failure: SwallowTrtError | None = None  # set by the watcher when it gives up
         self.shm_prefix = f"swtrt{os.getpid()}x{secrets.token_hex(4)}"  # unique: marks this server's stubs
         if log_path is None:
             log_path = load_settings().home / "triton-logs" / f"tritonserver-{self.shm_prefix}.log"
         self.log_path = Path(log_path)
         self.argv: list[str] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
+        self._process: ManagedProcess | None = None
         self._lock = threading.RLock()
-        self._launch_offset = 0  # where this launch's lines start in the (appended) log
         self._closing = False  # stop() was called: nothing may relaunch the server
         self._watcher: threading.Thread | None = None
 
-    # ---- addresses
+    # ---- addresses and state
 
     def _pick_ports(self) -> tuple[int, int, int]:
         free = iter(_free_ports(self.host, sum(p is None for p in self._requested_ports)))
@@ -501,15 +182,15 @@ class TritonServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._process is not None and self._process.running
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
+        return self._process.poll() if self._process is not None else None
 
     @property
     def closing(self) -> bool:
@@ -523,7 +204,7 @@ class TritonServer:
     def check_ports(self) -> None:
         """Refuse, before anything is launched, a port the caller named that is taken (PortInUse) or one
         port named for two endpoints (UsageError); automatically chosen ports found taken are re-picked."""
-        named = {w: p for w, p in zip(_PORT_NAMES, self._requested_ports, strict=True) if p is not None}
+        named = {w: p for w, p in zip(PORT_NAMES, self._requested_ports, strict=True) if p is not None}
         if len(set(named.values())) < len(named):
             raise UsageError(
                 "the same port is given for two endpoints: "
@@ -536,7 +217,7 @@ class TritonServer:
         for _ in range(3):
             ports = (self.http_port, self.grpc_port, self.metrics_port)
             if not any(
-                port_in_use(self.host, p) for w, p in zip(_PORT_NAMES, ports, strict=True) if w not in named
+                port_in_use(self.host, p) for w, p in zip(PORT_NAMES, ports, strict=True) if w not in named
             ):
                 return
             self.http_port, self.grpc_port, self.metrics_port = self._pick_ports()
@@ -584,9 +265,12 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self, timeout_s: float = 120, *, stop: StopFlag | None = None) -> TritonServer:
-        """Launch the server and wait until it is ready; StageFailed (with the log tail) otherwise,
-        PortInUse before launching on a taken port, Interrupted (server stopped) once ``stop`` is set."""
+    # ---- start
+
+    def start(self, *, stop: StopFlag | None = None) -> TritonServer:
+        """Launch the server and wait until it is ready, at most ``start_timeout_s``; ProcessFailed
+        (with the log's errors and tail) otherwise, PortInUse before launching on a taken port,
+        Interrupted (server stopped) once ``stop`` is set. A running server is returned as it is."""
         if not self.repo.is_dir():
             raise StageFailed(f"model repository {self.repo} does not exist", "write the repository first")
         with self._lock:
@@ -598,12 +282,15 @@ class TritonServer:
             for attempt in range(3):
                 offset = self.log_size()
                 try:
-                    self._launch()
-                    self._wait_ready(timeout_s, stop)
+                    self._launch(self.start_timeout_s)
+                    self._wait_ready(stop)
                     break
-                except StageFailed:
+                except ProcessFailed as exc:
                     # Another process took an automatically chosen port between the probe and the bind.
-                    if attempt < 2 and self._lost_auto_port(self.log_since(offset)):
+                    lost = exc.reason is ProcessFailure.EXITED and self._lost_auto_port(
+                        self.log_since(offset)
+                    )
+                    if attempt < 2 and lost:
                         log.info("Triton could not bind a port it was given; retrying with new ones")
                         self.http_port, self.grpc_port, self.metrics_port = self._pick_ports()
                         continue
@@ -612,23 +299,21 @@ class TritonServer:
                     self.stop()
                     raise
             if self.recovery is not None:
-                from swallow_trt.triton_repo.recovery import StubWatcher
-
                 self._watcher = StubWatcher(self, self.recovery)
                 self._watcher.start()
         return self
 
     def relaunch(self, timeout_s: float, *, pdeathsig: bool = False) -> bool:
-        """Stop the server's processes and start it again on the same ports, for the watcher. False
-        (nothing launched) once stop() has been called; StageFailed when it does not become ready.
-        ``pdeathsig``: the calling thread promises to outlive the server (the death signal follows the
-        thread that forked)."""
+        """Stop the server's processes and start it again on the same ports, for the watcher, with its
+        own deadline. False (nothing launched) once stop() has been called; ProcessFailed when it does not
+        become ready. ``pdeathsig``: the calling thread promises to outlive the server (the death signal
+        follows the thread that forked)."""
         with self._lock:
             if self._closing:
                 return False
             self._stop_processes(deadline_s=5)
-            self._launch(pdeathsig=pdeathsig)
-        self._wait_ready(timeout_s, None)
+            self._launch(timeout_s, tie_to_parent=pdeathsig)
+        self._wait_ready(None)
         return True
 
     def _lost_auto_port(self, text: str) -> bool:
@@ -643,80 +328,56 @@ class TritonServer:
             return not (taken & explicit)
         return not explicit
 
-    def _launch(self, *, pdeathsig: bool | None = None) -> None:
-        argv = self.command()
+    def _launch(self, timeout_s: float, *, tie_to_parent: bool | None = None) -> None:
+        self.argv = self.command()
         assert self.install is not None
-        self.argv = argv
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._launch_offset = self.log_size()
-        self._log_file = self.log_path.open("ab")
-        self._log_file.write(("$ " + shlex.join(argv) + "\n").encode())
-        self._log_file.flush()
-        log.info("starting Triton: %s", shlex.join(argv))
-        _install_hooks()
-        if pdeathsig is None:
-            # The death signal follows the thread that forked: only safe from the main thread.
-            pdeathsig = threading.current_thread() is threading.main_thread()
-        with _LIVE_LOCK:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=self.install.environment(),
-                start_new_session=True,
-                # The C++ backend opens the repository's relative paths from here (see repo.py).
-                cwd=self.repo,
-                preexec_fn=die_with_parent if pdeathsig else None,
-            )
-            _LIVE.add(self)
-
-    def _wait_ready(self, timeout_s: float, stop: StopFlag | None) -> None:
-        import urllib.error
-        import urllib.request
-
-        proc = self._proc
-        assert proc is not None
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-        url = f"{self.http_url}/v2/health/ready"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if stop is not None and stop.signum is not None:
-                # Nothing to drain in a server that never became ready: a short grace, then SIGKILL.
-                self.stop(deadline_s=2)
-                raise Interrupted(stop.signum)
-            rc = proc.poll()
-            if rc is not None:
-                self._fail(f"Triton exited with code {rc} before it was ready")
-            try:
-                with opener.open(url, timeout=2) as response:
-                    if response.status == 200:
-                        log.info("Triton ready at %s (pid %d)", self.http_url, proc.pid)
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() >= deadline:
-                self._fail(f"Triton was not ready within {timeout_s:g} s")
-            if stop is not None:
-                stop.wait(0.2)
-            else:
-                time.sleep(0.2)
-
-    def _fail(self, what: str) -> None:
-        if self._closing:
-            raise StageFailed("Triton was stopped while it was starting")
-        self._stop_processes()  # not stop(): the watcher may still relaunch after a failed restart
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-        details = f"--- last lines of {self.log_path} ---\n{tail(self.log_path, _LOG_TAIL_LINES)}"
-        errors = _error_lines(self.log_since(self._launch_offset))
-        if errors:
-            details = "--- errors in the server log ---\n" + "\n".join(errors) + "\n" + details
-        raise StageFailed(
-            f"{what}: {shlex.join(self.argv)}",
-            f"see the server log {self.log_path} (a model that fails to load stops the server)",
-            details=details,
+        process = ManagedProcess(
+            self.argv,
+            name="Triton",
+            log_path=self.log_path,
+            timeout_s=timeout_s,
+            ready=self._ready,
+            env=self.install.environment(),
+            cwd=self.repo,  # the C++ backend opens the repository's relative paths from here (repo.py)
+            tie_to_parent=tie_to_parent,
+            tail_lines=_LOG_TAIL_LINES,
         )
+        with self._lock:
+            self._process = process
+            register_live(self)
+            process.start()
+
+    def _ready(self) -> bool:
+        return self._http("GET", "/v2/health/ready", 2)[0] == 200
+
+    def _wait_ready(self, stop: StopFlag | None) -> None:
+        process = self._process
+        assert process is not None
+        try:
+            process.wait_ready(stop=stop.is_set if stop is not None else None)
+        except ProcessFailed as exc:
+            if exc.reason is ProcessFailure.INTERRUPTED and stop is not None and stop.signum is not None:
+                self.stop(deadline_s=2)
+                raise Interrupted(stop.signum) from None
+            if self._closing:
+                raise StageFailed("Triton was stopped while it was starting") from None
+            self._stop_processes()  # not stop(): the watcher may still relaunch after a failed restart
+            unregister_live(self)
+            details = exc.details or ""
+            errors = _error_lines(self.log_since(process.launch_offset))
+            if errors:
+                details = "--- errors in the server log ---\n" + "\n".join(errors) + "\n" + details
+            raise ProcessFailed(
+                exc.name,
+                exc.reason,
+                exc.argv,
+                returncode=exc.returncode,
+                timeout_s=exc.timeout_s,
+                log_path=self.log_path,
+                summary=exc.summary,
+                hint=f"see the server log {self.log_path} (a model that fails to load stops the server)",
+                details=details,
+            ) from None
 
     # ---- model control (explicit mode)
 
@@ -780,8 +441,7 @@ class TritonServer:
 
     def stubs(self) -> list[StubProcess]:
         """The live Python-backend stubs of this server (every rank), by model and instance."""
-        found = (_stub_of(info, self.shm_prefix) for info in _scan_proc() if info.state != "Z")
-        return sorted((s for s in found if s is not None), key=lambda s: s.pid)
+        return find_stubs(self.shm_prefix)
 
     # ---- stop
 
@@ -792,8 +452,7 @@ class TritonServer:
         with self._lock:
             self._closing = True
             self._stop_processes(deadline_s)
-            with _LIVE_LOCK:
-                _LIVE.discard(self)
+            unregister_live(self)
         watcher = self._watcher
         # After the processes are gone: the watcher's thread may be the one a restarted server's death
         # signal follows.
@@ -802,74 +461,50 @@ class TritonServer:
 
     def _stop_processes(self, deadline_s: float = 15) -> None:
         with self._lock:
-            proc = self._proc
-            if proc is None:
+            process = self._process
+            if process is None:
                 return
-            if proc.poll() is None:
-                offset = self.log_size()
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                self._wait_after_term(proc, deadline_s, offset)
-            if proc.poll() is None:
-                # Still unreaped, so the group id cannot have been reused: the server and its stubs.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+            offset = self.log_size()
+            process.stop(deadline_s, give_up=self._hung_after_exit_timeout(process, offset))
             end = time.monotonic() + 10
             while (left := leftover_processes(self)) and time.monotonic() < end:
                 for pid in left:
-                    _kill(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
                 time.sleep(0.05)
             if left:
-                log.warning("processes of Triton (pid %d) still alive after SIGKILL: %s", proc.pid, left)
+                log.warning("processes of Triton (pid %s) still alive after SIGKILL: %s", process.pid, left)
             self._remove_shm()
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+
+    def _hung_after_exit_timeout(self, process: ManagedProcess, offset: int) -> Callable[[], bool]:
+        """For the wait after SIGTERM: a server whose decoupled models are still streaming logs "Exit
+        timeout expired" after ``--exit-timeout-secs`` and then hangs on the busy model instances; True
+        once it has been so for a short grace, so the group is killed without waiting the whole deadline."""
+        expired_at: list[float] = []
+
+        def hung() -> bool:
+            now = time.monotonic()
+            if not expired_at:
+                if _EXIT_EXPIRED in self.log_since(offset):
+                    expired_at.append(now)
+                return False
+            if now - expired_at[0] >= _HANG_GRACE_S:
+                log.warning("Triton (pid %s) hung after its exit timeout (busy models)", process.pid)
+                return True
+            return False
+
+        return hung
 
     def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
+        return size_of(self.log_path)
 
     def log_since(self, offset: int) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def _wait_after_term(self, proc: subprocess.Popen[bytes], deadline_s: float, offset: int) -> None:
-        """Wait for the server to exit after SIGTERM, at most ``deadline_s``. A server whose decoupled
-        models are still streaming logs "Exit timeout expired" after ``--exit-timeout-secs`` and then
-        hangs on the busy model instances; do not wait the whole deadline for it."""
-        end = time.monotonic() + deadline_s
-        expired_at: float | None = None
-        while proc.poll() is None:
-            now = time.monotonic()
-            if now >= end:
-                log.warning(
-                    "Triton (pid %d) ignored SIGTERM for %g s; killing its group", proc.pid, deadline_s
-                )
-                return
-            if expired_at is None:
-                if _EXIT_EXPIRED in self.log_since(offset):
-                    expired_at = now
-            elif now - expired_at >= _HANG_GRACE_S:
-                log.warning(
-                    "Triton (pid %d) hung after its exit timeout (busy models); killing its group", proc.pid
-                )
-                return
-            time.sleep(0.1)
+        return read_from(self.log_path, offset)
 
     def _remove_shm(self) -> None:
         """Shared-memory regions the Python backend left (a killed stub cannot unlink its own)."""
-        shm = Path("/dev/shm")
         with contextlib.suppress(OSError):
-            for path in shm.iterdir():
+            for path in Path("/dev/shm").iterdir():
                 if path.name.startswith(self.shm_prefix):
                     with contextlib.suppress(OSError):
                         path.unlink()
@@ -909,23 +544,16 @@ def _error_lines(text: str, limit: int = 12) -> list[str]:
 
 def leftover_processes(server: TritonServer) -> list[int]:
     """Live processes (zombies excluded) belonging to ``server``: the server itself, its process group
-    while the server is unreaped (so the group id cannot have been reused), and any process whose
-    command line carries the server's unique shared-memory prefix (the server and its
-    ``triton_python_backend_stub`` children, wherever they were reparented)."""
-    proc = server._proc
-    if proc is None:
+    while the server is unreaped, and any process carrying the server's unique shared-memory prefix (the
+    server and its ``triton_python_backend_stub`` children, wherever they were reparented)."""
+    if server.pid is None:
         return []
-    own_group = proc.poll() is None
-    left: set[int] = {proc.pid} if own_group else set()
-    for info in _scan_proc():
-        if info.state == "Z" or info.pid == os.getpid():
-            continue
-        if (own_group and info.pgrp == proc.pid) or any(server.shm_prefix in arg for arg in info.cmdline):
-            left.add(info.pid)
-    return sorted(pid for pid in left if _pid_alive(pid))
+    return server_processes(server.pid, server.shm_prefix, own_group=server.running)
 
 
 __all__: list[str] = [
+    "DEFAULT_START_TIMEOUT_S",
+    "SERVE_HINT",
     "STUB_NAME",
     "Interrupted",
     "PortInUse",
@@ -936,6 +564,7 @@ __all__: list[str] = [
     "exit_description",
     "find_tritonserver",
     "leftover_processes",
+    "pid_alive",
     "port_in_use",
     "python_lib_dir",
 ]

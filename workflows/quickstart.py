@@ -110,8 +110,7 @@ def run_quickstart(
         f"(loading the models can take minutes on a busy machine; giving up after {req.ready_timeout_s:g} s)"
     )
     pieces: list[str] = []
-    with TritonServer(repo, log_path=out / "tritonserver.log") as server:
-        server.start(timeout_s=req.ready_timeout_s)
+    with TritonServer(repo, log_path=out / "tritonserver.log", start_timeout_s=req.ready_timeout_s) as server:
         timings["server_start_s"] = time.time() - t
         t = time.time()
         for piece in stream_chat(server.grpc_url, req.prompt, max_tokens=req.max_tokens):

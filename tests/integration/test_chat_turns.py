@@ -77,8 +77,7 @@ def test_japanese_turns_exact_without_stub_death(tmp_path: Path, kind: str, chat
     shutil.copyfile(REPLAY, version / "model.py")
     (version / "replay.json").write_text(json.dumps(table))
     log_path = tmp_path / "server.log"
-    with TritonServer(repo, log_path=log_path) as server:
-        server.start(timeout_s=600)
+    with TritonServer(repo, log_path=log_path, start_timeout_s=600) as server:
         # Concurrency 1: the 20 conversations one after another.
         sequential = [_converse(server.grpc_url, c) for c in convos]
         # Concurrency 4: four conversations at a time, all on the one chat instance.
@@ -114,8 +113,7 @@ def test_one_chat_instance_interleaves_streams(tmp_path: Path) -> None:
         with lock:
             events.append((n, "last"))
 
-    with TritonServer(repo, log_path=tmp_path / "server.log") as server:
-        server.start(timeout_s=600)
+    with TritonServer(repo, log_path=tmp_path / "server.log", start_timeout_s=600) as server:
         threads = [threading.Thread(target=run, args=(n, server.grpc_url)) for n in range(8)]
         for t in threads:
             t.start()

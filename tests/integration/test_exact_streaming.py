@@ -46,9 +46,7 @@ def test_streamed_text_equals_source(tmp_path: Path, kind: str, chat_format: str
     version = repo / "tensorrt_llm" / "1"
     shutil.copyfile(REPLAY, version / "model.py")
     (version / "replay.json").write_text(json.dumps(table))
-    with TritonServer(repo, log_path=tmp_path / "server.log") as server:
-        server.start(timeout_s=240)
-
+    with TritonServer(repo, log_path=tmp_path / "server.log", start_timeout_s=240) as server:
         # One stream at a time: this test is about exactness (concurrency has its own test, to come).
         results = {i: stream_once(server.grpc_url, f"段落{i}") for i in range(N)}
     # Triton 2.51's stub used to corrupt its heap under this stream of responses (objects freed without

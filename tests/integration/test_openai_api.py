@@ -73,8 +73,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Triton
     spec = RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=tok.convert_tokens_to_ids("<|eot_id|>"),
                     max_input_len=256, max_batch_size=64, default_max_tokens=512)  # fmt: skip
     repo = write_repo(spec, root / "repo")
-    server = TritonServer(repo, log_path=root / "server.log")
-    server.start(timeout_s=600)
+    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=600)
+    server.start()
     api = None
     try:
         api = start_api_process(server.grpc_url, repo, port=free_port(), api_key=KEY, model_name=MODEL,
@@ -383,8 +383,8 @@ def schedule(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonS
     root = tmp_path_factory.mktemp("oai-sched")
     params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "false"}
     repo = schedule_repo(root, params, max_batch_size=256)
-    server = TritonServer(repo, log_path=root / "server.log")
-    server.start(timeout_s=600)
+    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=600)
+    server.start()
     api = None
     try:
         api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log")
@@ -430,8 +430,8 @@ def test_triton_down_503_then_recovers(schedule: Any) -> None:
     assert envelope(data)["type"] == "service_unavailable"
     assert raw(api.url, "GET", "/health")[0] == 503
     again = TritonServer(repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-                         log_path=server.log_path.with_name("server2.log"))  # fmt: skip
-    again.start(timeout_s=600)
+                         log_path=server.log_path.with_name("server2.log"), start_timeout_s=600)  # fmt: skip
+    again.start()
     try:
         deadline = time.monotonic() + 60  # gRPC reconnects within its 1 s back-off; bound against hangs
         while raw(api.url, "GET", "/health")[0] != 200 and time.monotonic() < deadline:

@@ -27,8 +27,10 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 
     root = tmp_path_factory.mktemp("oai-engine")
     params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "true"}
-    server = TritonServer(schedule_repo(root, params, max_batch_size=128), log_path=root / "server.log")
-    server.start(timeout_s=600)
+    server = TritonServer(
+        schedule_repo(root, params, max_batch_size=128), log_path=root / "server.log", start_timeout_s=600
+    )
+    server.start()
     try:
         yield server
     finally:
@@ -99,7 +101,7 @@ def test_triton_gone_then_back(tmp_path: Path) -> None:
 
     params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "true"}
     repo = schedule_repo(tmp_path, params)
-    first = TritonServer(repo, log_path=tmp_path / "server1.log").start(timeout_s=600)
+    first = TritonServer(repo, log_path=tmp_path / "server1.log", start_timeout_s=600).start()
     ports = (first.http_port, first.grpc_port, first.metrics_port)
 
     async def one(engine: Engine, rid: str) -> Any:
@@ -114,7 +116,7 @@ def test_triton_gone_then_back(tmp_path: Path) -> None:
         first.stop()
         out.append(await one(engine, "r-2"))
         again = TritonServer(repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-                             log_path=tmp_path / "server2.log").start(timeout_s=600)  # fmt: skip
+                             log_path=tmp_path / "server2.log", start_timeout_s=600).start()  # fmt: skip
         try:
             for _ in range(300):  # gRPC reconnects within its 1 s back-off; a bound against hangs
                 if await engine.ready():

@@ -59,8 +59,8 @@ def deployment(
     record = root / "model.jsonl"
     params = {"first_token_ms": "0", "token_interval_ms": "0", "record_path": str(record)}
     repo = schedule_repo(root, params)
-    server = TritonServer(repo, log_path=root / "server.log")
-    server.start(timeout_s=1800)  # a failed start exits at once; the deadline only bounds a hang
+    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800)
+    server.start()  # a failed start exits at once; the deadline only bounds a hang
     api = None
     try:
         api = start_api_process(

@@ -88,8 +88,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, records: Path) -> Iterator[
     # backend's IPC manages on 2 cores. Four tokens per response keep TPOT at 10 ms (1,600 sends/s).
     add("chunked", tokens_per_response=4)
     add("stalling", stall_ms=STALL_MS, stall_at=STALL_AT, stall_period=STALL_PERIOD)
-    srv = TritonServer(repo, log_path=root / "server.log")
-    srv.start(timeout_s=1800)  # a failed start exits at once; the deadline only bounds a hang
+    srv = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800)
+    srv.start()  # a failed start exits at once; the deadline only bounds a hang
     try:
         yield srv
     finally:

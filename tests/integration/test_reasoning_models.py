@@ -198,8 +198,7 @@ def test_reasoning_and_answer_stream_apart_and_exact(
     (version / "replay.json").write_text(json.dumps(table))
     log_path = tmp_path / "server.log"
     convos = conversations()[:CONVERSATIONS]
-    with TritonServer(repo, log_path=log_path) as server:
-        server.start(timeout_s=600)
+    with TritonServer(repo, log_path=log_path, start_timeout_s=600) as server:
         results = [converse(server.grpc_url, chat_format, c) for c in convos]
         first_question = convos[0][0][0]
         api_parts = openai_parts(server.grpc_url, repo, first_question, tmp_path / "api.log")
@@ -251,8 +250,7 @@ def test_reference_backend_loads_and_streams_a_tiny_qwen3(tmp_path: Path, cli: C
     assert packaged.exit_code == 0, packaged.stderr
     assert '"chat_format": "qwen3"' in packaged.stdout
     log_path = tmp_path / "server.log"
-    with TritonServer(repo, log_path=log_path) as server:
-        server.start(timeout_s=900)
+    with TritonServer(repo, log_path=log_path, start_timeout_s=900) as server:
         pieces = list(
             stream_chat_parts(server.grpc_url, "日本で一番高い山は？", max_tokens=12, timeout_s=600)
         )

@@ -49,8 +49,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonSer
     (root / "elsewhere").mkdir()
     repo = Path(shutil.move(written, root / "elsewhere" / "repo"))
     assert not written.exists()
-    server = TritonServer(repo, log_path=root / "server.log")
-    server.start(timeout_s=240)
+    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=240)
+    server.start()
     try:
         yield server, ckpt
     finally:

@@ -353,7 +353,7 @@ def test_ctrl_c_stops_triton_and_the_api(tmp_path: Path) -> None:
 
     params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "false"}
     repo = schedule_repo(tmp_path, params, max_batch_size=8)
-    server = server_for(inspect_repo(repo), recovery=Recovery())
+    server = server_for(inspect_repo(repo), recovery=Recovery(), start_timeout_s=600)
     api = ApiLaunch(repo, port=free_port(), log_path=tmp_path / "api.log")
     assert api.check({}) == repo.name
     started: list[ApiProcess] = []
@@ -369,10 +369,7 @@ def test_ctrl_c_stops_triton_and_the_api(tmp_path: Path) -> None:
         _check_api(api.url, None)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
 
-    assert (
-        run_until_stopped(server, ready_timeout_s=600, on_ready=on_ready, companion=companion)
-        == signal.SIGINT
-    )
+    assert run_until_stopped(server, on_ready=on_ready, companion=companion) == signal.SIGINT
     assert order == ["ready"]
     assert leftover_processes(server) == []
     (proc,) = started

@@ -151,9 +151,11 @@ def test_stub_killed_mid_stream(tmp_path: Path) -> None:
     ``stuck_grace_s``; requests succeed again after the restart."""
     repo = _chat_repo(tmp_path)
     events = Events()
-    server = TritonServer(repo, log_path=tmp_path / "server.log", recovery=FAST, on_event=events)
+    server = TritonServer(
+        repo, log_path=tmp_path / "server.log", recovery=FAST, on_event=events, start_timeout_s=300
+    )
     try:
-        server.start(timeout_s=300)
+        server.start()
         assert "--model-control-mode=explicit" in server.argv
         for model in ("tensorrt_llm", "chat"):
             start = len(events.lines)
@@ -194,9 +196,11 @@ def test_idle_stub_killed_is_reloaded_without_restart(tmp_path: Path) -> None:
     _model(repo, "echo", ECHO_CONFIG, ECHO_MODEL)
     _model(repo, "countdown", COUNTDOWN_CONFIG, COUNTDOWN_MODEL)
     events = Events()
-    server = TritonServer(repo, log_path=tmp_path / "server.log", recovery=FAST, on_event=events)
+    server = TritonServer(
+        repo, log_path=tmp_path / "server.log", recovery=FAST, on_event=events, start_timeout_s=120
+    )
     try:
-        server.start(timeout_s=120)
+        server.start()
         pid = server.pid
         victims = [s for s in server.stubs() if s.model == "countdown"]
         assert len(victims) == 2
@@ -242,9 +246,11 @@ def test_dead_server_is_restarted_then_given_up_on(tmp_path: Path) -> None:
     _model(repo, "countdown", COUNTDOWN_CONFIG, COUNTDOWN_MODEL)
     events = Events()
     policy = Recovery(poll_s=0.1, backoff_s=0.2, backoff_cap_s=0.4, max_restarts=2, ready_timeout_s=120)
-    server = TritonServer(repo, log_path=tmp_path / "server.log", recovery=policy, on_event=events)
+    server = TritonServer(
+        repo, log_path=tmp_path / "server.log", recovery=policy, on_event=events, start_timeout_s=120
+    )
     try:
-        server.start(timeout_s=120)
+        server.start()
         ports = (server.http_port, server.grpc_port, server.metrics_port)
         first_pid = server.pid
         assert first_pid is not None

@@ -18,6 +18,7 @@ import pytest
 from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
 from swallow_trt.triton_repo import server as server_mod
 from swallow_trt.triton_repo.server import PortInUse, TritonServer, find_tritonserver, leftover_processes
+from swallow_trt.triton_repo.stubs import pid_alive
 
 pytest.importorskip("tritonclient")
 np = pytest.importorskip("numpy")
@@ -139,9 +140,9 @@ def _is_final(result: Any) -> bool:
 
 def _assert_no_leftovers(server: TritonServer, stubs: list[int]) -> None:
     assert leftover_processes(server) == []
-    assert server_mod._pid_alive(server.pid or -1) is False
+    assert pid_alive(server.pid or -1) is False
     for pid in stubs:
-        assert not server_mod._pid_alive(pid), f"stub {pid} outlived the server"
+        assert not pid_alive(pid), f"stub {pid} outlived the server"
     assert not [p for p in Path("/dev/shm").iterdir() if p.name.startswith(server.shm_prefix)]
 
 
@@ -254,10 +255,10 @@ def test_stop_with_streams_in_flight(repo: Path, tmp_path: Path) -> None:
 
 def test_broken_model_fails_start_with_log_tail(repo: Path, tmp_path: Path) -> None:
     _model(repo, "broken", COUNTDOWN_CONFIG.replace('"countdown"', '"broken"'), BROKEN_MODEL)
-    server = TritonServer(repo, log_path=tmp_path / "triton.log")
+    server = TritonServer(repo, log_path=tmp_path / "triton.log", start_timeout_s=60)
     t0 = time.monotonic()
     with pytest.raises(StageFailed) as caught:
-        server.start(timeout_s=60)
+        server.start()
     print(f"failed start {time.monotonic() - t0:.2f} s")
     err = caught.value
     assert "exited with code" in err.message
@@ -275,9 +276,9 @@ def test_broken_model_fails_start_with_log_tail(repo: Path, tmp_path: Path) -> N
 
 
 def test_not_ready_in_time_is_stopped(repo: Path, tmp_path: Path) -> None:
-    server = TritonServer(repo, log_path=tmp_path / "triton.log")
+    server = TritonServer(repo, log_path=tmp_path / "triton.log", start_timeout_s=0.01)
     with pytest.raises(StageFailed, match="not ready within"):
-        server.start(timeout_s=0.01)
+        server.start()
     assert leftover_processes(server) == []
 
 
@@ -304,9 +305,9 @@ def test_port_taken(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         taken.listen()
         port = int(taken.getsockname()[1])
 
-        explicit = TritonServer(repo, grpc_port=port, log_path=tmp_path / "explicit.log")
+        explicit = TritonServer(repo, grpc_port=port, log_path=tmp_path / "explicit.log", start_timeout_s=60)
         with pytest.raises(PortInUse) as caught:
-            explicit.start(timeout_s=60)
+            explicit.start()
         assert caught.value.one_line() == (
             f"the gRPC port {port} on 127.0.0.1 is already in use — stop what listens there, or choose "
             "another with --grpc-port (leave it out for a free one)"

@@ -1,0 +1,134 @@
+"""Triton's Python-backend stubs, and the other processes of one server, as /proc shows them.
+
+Each ``triton_python_backend_stub`` carries its server's shared-memory prefix (``--backend-config=python,
+shm-region-prefix-name=...``) in its argv, so a unique prefix per server finds that server's stubs
+wherever they were reparented. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    state: str  # "R", "S", "Z" ...
+    pgrp: int
+    cmdline: tuple[str, ...]
+
+
+def scan_proc() -> list[ProcInfo]:
+    """Every process /proc shows now (those that vanish while it is read are left out)."""
+    found: list[ProcInfo] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = tuple(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
+        except OSError:
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is None or len(fields) < 3:
+            continue
+        found.append(ProcInfo(int(entry.name), fields[0], int(fields[2]), cmdline))
+    return found
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 (state) on, or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process (a zombie waiting for its reaper counts as gone)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[:1] != ["Z"]
+
+
+def exit_status(pid: int) -> int | None:
+    """How a process that is no longer alive ended, while it is a zombie (field 52 of its stat holds the
+    wait status): the exit code, or minus the signal that killed it (as ``Popen.returncode``); None
+    once it has been reaped, or while it lives."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] != "Z" or len(fields) < 50:
+        return None
+    status = int(fields[49])
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def describe_exit(code: int | None) -> str | None:
+    """``exit_status`` in words: "signal 9", "exit code 1"."""
+    if code is None:
+        return None
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def exit_description(pid: int) -> str | None:
+    return describe_exit(exit_status(pid))
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """A ``triton_python_backend_stub`` of one model instance."""
+
+    pid: int
+    model: str
+    instance: str
+
+
+def stub_of(info: ProcInfo, shm_prefix: str) -> StubProcess | None:
+    """The stub ``info`` is, when it is one of the server with ``shm_prefix``."""
+    # python_backend's argv: stub, model path (<repo>/<model>/<version>/model.py), shm region name
+    # (<prefix><uuid>), shm sizes, parent pid, library dir, IPC handle, instance name, runtime dir.
+    argv = info.cmdline
+    if len(argv) < 3 or Path(argv[0]).name != STUB_NAME or not argv[2].startswith(shm_prefix):
+        return None
+    instance = argv[8] if len(argv) > 8 else "?"
+    parts = Path(argv[1]).parts
+    model = parts[-3] if len(parts) >= 3 else instance.rsplit("_", 2)[0]
+    return StubProcess(info.pid, model, instance)
+
+
+def find_stubs(shm_prefix: str) -> list[StubProcess]:
+    """The live stubs of the server whose shared-memory prefix is ``shm_prefix`` (every rank), by pid."""
+    found = (stub_of(info, shm_prefix) for info in scan_proc() if info.state != "Z")
+    return sorted((s for s in found if s is not None), key=lambda s: s.pid)
+
+
+def server_processes(pid: int, shm_prefix: str, *, own_group: bool) -> list[int]:
+    """Live processes (zombies excluded) of the server ``pid``: the server itself and its process group
+    (``own_group``: only while the server is unreaped, so the group id cannot have been reused), and any
+    process whose argv carries ``shm_prefix`` (its stubs, wherever they were reparented)."""
+    left: set[int] = {pid} if own_group else set()
+    for info in scan_proc():
+        if info.state == "Z" or info.pid == os.getpid():
+            continue
+        if (own_group and info.pgrp == pid) or any(shm_prefix in arg for arg in info.cmdline):
+            left.add(info.pid)
+    return sorted(p for p in left if pid_alive(p))
+
+
+__all__ = [
+    "STUB_NAME",
+    "ProcInfo",
+    "StubProcess",
+    "describe_exit",
+    "exit_description",
+    "exit_status",
+    "find_stubs",
+    "pid_alive",
+    "scan_proc",
+    "server_processes",
+    "stub_of",
+]
