@@ -9,10 +9,11 @@ never cached: they are validated on every run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import tempfile
+
+# hashlib's blake2b without hashlib, which loads OpenSSL (about 10 ms of every start-up).
+from _blake2 import blake2b
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 
 def _key(data_file: Path, schema_modules: list[Path]) -> str:
-    h = hashlib.blake2b(__version__.encode(), digest_size=16)
+    h = blake2b(__version__.encode(), digest_size=16)
     for path in (data_file, *schema_modules):
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -43,6 +44,8 @@ def cached_load(data_file: Path, schema_modules: list[Path], load: Callable[[], 
     except Exception:
         pass
     obj = load()
+    import tempfile  # only on a miss: writing the entry
+
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".pickle")
