@@ -323,6 +323,11 @@ def estimate_plan(req: PlanRequest, w: Workload) -> tuple[Plan, Estimate]:
             )
     if len(plan.gpus) > 1:
         notes.append(f"estimated on {g.gpu.name}; --gpu picks another GPU of the target")
+    if plan.gpu_count > plan.tp * plan.pp:
+        notes.append(
+            f"one engine instance on {plan.tp * plan.pp} of the {plan.gpu_count} GPUs; the SLO search "
+            "(--slo-ttft-ms/--slo-tpot-ms) sizes replicas over all of them"
+        )
     est = Estimate(
         workload=w,
         gpu=g.gpu.name,

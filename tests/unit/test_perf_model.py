@@ -157,3 +157,17 @@ def test_every_factor_names_its_source() -> None:
         gen = f.generation(profile.sm)
         for fmt in profile.formats.supported:
             assert f.gemm_kind_by_format[fmt] in gen.gemm, (profile.name, fmt)
+
+
+def test_pipeline_parallel_keeps_the_rules() -> None:
+    """PP: micro-batches through the stages; the same monotonicity, and a lone request pays every stage."""
+    pp2 = _deployment("70b", "h100x4", qformat="fp8", tp=2, pp=2)
+    tp2 = _deployment("70b", "hopper", qformat="fp8", tp=2, gpus=2, gpu="H100-SXM5-80GB")
+    assert pp2.layers == tp2.layers // 2
+    points = [closed_loop(pp2, 1024, 256, c) for c in batch_grid(512)]
+    for a, b in itertools.pairwise(points):
+        assert b.tpot_s >= a.tpot_s * (1 - 1e-9)
+        assert b.per_user_tokens_per_s <= a.per_user_tokens_per_s * (1 + 1e-9)
+    # at batch 1 a token crosses both stages: no faster than the two-GPU engine without PP
+    assert round_s(pp2, 1.0, 1024) >= round_s(tp2, 1.0, 1024) * 0.99
+    assert prefill_s(pp2, 1024) >= weights_once_s(pp2)
