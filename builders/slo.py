@@ -25,7 +25,13 @@ from swallow_trt.builders.estimate import (
 from swallow_trt.builders.plan import Plan, PlanRequest, command_line, load_target, make_plan, valid_tps
 from swallow_trt.errors import SwallowTrtError, UsageError
 from swallow_trt.perf.model import Deployment, Point, batch_grid, closed_loop, open_loop
-from swallow_trt.quantize.formats import FORMATS_BY_CLASS, KV_BY_CLASS, KV_BY_SM
+from swallow_trt.quantize.formats import (
+    FORMATS,
+    FORMATS_BY_CLASS,
+    KV_BY_CLASS,
+    KV_BY_SM,
+    PYTORCH_FORMATS_BY_CLASS,
+)
 from swallow_trt.registry import resolve_model
 
 MAX_PP = 4
@@ -189,9 +195,12 @@ def recommend(req: PlanRequest, workload: Workload, slo: Slo, *, top: int = 8) -
     arch = model.arch
     gpu_count = req.gpus or profile.gpu_count
     base = replace(req, gpus=gpu_count, max_batch_size=None, max_input_len=workload.isl,
-                   max_seq_len=workload.isl + workload.osl, runtime="engine")  # fmt: skip
+                   max_seq_len=workload.isl + workload.osl)  # fmt: skip
+    # The engine's formats for the architecture, and the PyTorch runtime's where it has its own (GPT-OSS,
+    # Qwen3): make_plan picks the runtime (`--runtime auto` unless given) and refuses what cannot run.
+    known = (*FORMATS_BY_CLASS.get(arch.hf_class, ()), *PYTORCH_FORMATS_BY_CLASS.get(arch.hf_class, ()))
     formats = [req.qformat] if req.qformat else [
-        f for f in profile.formats.supported if f in FORMATS_BY_CLASS.get(arch.hf_class, ())
+        f for f in dict.fromkeys(known) if f in profile.formats.supported or FORMATS[f].as_shipped
     ]  # fmt: skip
     kvs = [req.kv_cache_dtype] if req.kv_cache_dtype else [
         k for k in ("fp8", "int8", "auto") if k in KV_BY_SM.get(profile.sm, ("auto",)) and k in KV_BY_CLASS[arch.hf_class]
@@ -285,7 +294,22 @@ def _with_commands(base: PlanRequest, c: Candidate) -> Candidate:
                                  max_batch_size=c.max_batch_size), suggest=False)  # fmt: skip
     except SwallowTrtError:
         return c
-    return replace(c, commands=plan.commands)
+    if plan.commands:
+        return replace(c, commands=plan.commands)
+    # The PyTorch runtime has no trtllm-build stages: its build and serve commands, same flags.
+    where = ["--profile", str(base.profile_path)] if base.profile_path else ["--target", plan.profile.name]
+    flags = [
+        "--model", plan.model.hf_ref, *where, "--runtime", "pytorch", "--qformat", plan.qformat,
+        "--kv-cache-dtype", plan.kv_cache_dtype, "--tp", str(plan.tp), "--pp", str(plan.pp), "--out", str(base.out),
+    ]  # fmt: skip
+    sizes = ["--max-batch-size", str(plan.max_batch_size), "--max-seq-len", str(plan.max_seq_len)]
+    return replace(
+        c,
+        commands={
+            "build": ["swallow-trt", "build", *flags, *sizes],
+            "serve": ["swallow-trt", "serve", *flags],
+        },
+    )
 
 
 def _why(win: Candidate, runner: Candidate | None, w: Workload, slo: Slo) -> str:

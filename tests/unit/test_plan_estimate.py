@@ -259,3 +259,18 @@ def test_the_model_stays_light(args: list[str]) -> None:
     assert loaded == []
     own = json.loads(next(x for x in proc.stderr.splitlines() if x.startswith("OWN=")).removeprefix("OWN="))
     assert ("swallow_trt.perf.model" in own) == ("--isl" in args)
+
+
+def test_slo_search_covers_the_pytorch_runtime_with_its_own_commands(tmp_path: Path) -> None:
+    """GPT-OSS has no engine model: the search plans its PyTorch-runtime formats, and the winner's build
+    and serve commands are ones the CLI accepts."""
+    search = plan_json("--model", "tokyotech-llm/GPT-OSS-Swallow-120B-RL-v0.1-MXFP4", "--target", "h100x4",
+                       "--isl", "1024", "--osl", "256", "--slo-tpot-ms", "50")["search"]  # fmt: skip
+    rec = search["recommended"]
+    assert rec is not None, search["reason"]
+    assert rec["qformat"] == "mxfp4"
+    assert set(rec["commands"]) == {"build", "serve"}
+    for stage in ("build", "serve"):
+        argv = [*rec["commands"][stage]["argv"][1:], "--out", str(tmp_path), "--dry-run"]
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 0, (stage, result.output)
