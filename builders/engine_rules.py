@@ -47,6 +47,8 @@ CONTRACT = Path(swallow_trt.__file__).parent / "data" / "tensorrt-llm-1.2.json"
 class Decision:
     value: Any
     reason: str
+    # The flag that would change the decision, when one would (the plan's error names it as a hint).
+    remedy: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"value": self.value, "reason": self.reason}
@@ -229,11 +231,12 @@ def engine_settings(*, sm: int, qformat: str, dtype: str, kv: Decision, req: Att
     elif up.use_paged_context_fmha:
         chunked = Decision(True, "the profile enables it and the engine keeps paged context FMHA")
     else:
-        fix = ""
+        fix, remedy = "", None
         if kv.value != "auto" and kv_keeps_paged_context(sm, qformat, "auto", req):
-            fix = f"; --kv-cache-dtype auto keeps it, at {dtype} KV size"
+            remedy = "--kv-cache-dtype auto"
+            fix = f"; {remedy} keeps it, at {dtype} KV size"
         chunked = Decision(False, "the runtime refuses chunked context on an engine without paged context FMHA"
-                                  f"{fix}")  # fmt: skip
+                                  f"{fix}", remedy)  # fmt: skip
 
     value, moved = upstream_max_num_tokens(max_num_tokens, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
                                            max_input_len=max_input_len, tokens_per_block=tokens_per_block,

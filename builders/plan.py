@@ -655,11 +655,7 @@ def make_plan(req: PlanRequest, *, suggest: bool = True) -> Plan:
             f"max_num_tokens {max_num_tokens} is below max_input_len {max_input_len} and chunked context is "
             f"off: {settings.chunked_context.reason}",
             f"use --max-num-tokens {max_input_len} or more"
-            + (
-                ", or --kv-cache-dtype auto"
-                if "--kv-cache-dtype auto" in settings.chunked_context.reason
-                else ""
-            ),
+            + (f", or {settings.chunked_context.remedy}" if settings.chunked_context.remedy else ""),
         )
     if profile.runtime.enable_chunked_context and not settings.chunked_context.value:
         notes.append(f"chunked context is off: {settings.chunked_context.reason}")

@@ -36,21 +36,26 @@ CHANNEL_ARGS = [
 
 
 class EngineUnavailable(Exception):
-    """Triton is unreachable, or the model is not loaded or not ready."""
+    """Triton is unreachable, or the model is not loaded or not ready. ``grpc_status``: the status code's
+    name when the call itself failed (UNAVAILABLE ...), None for an error response of a model that the
+    server then reported not ready."""
+
+    def __init__(self, message: str, *, grpc_status: str | None = None) -> None:
+        super().__init__(message)
+        self.grpc_status = grpc_status
 
 
 class EngineError(Exception):
-    """An error response from ``tensorrt_llm`` (bad input it refused, a failed generation)."""
+    """An error from ``tensorrt_llm`` (bad input it refused, a failed generation): an error response of a
+    model the server reports ready (``grpc_status`` None), or a call that failed with another status."""
+
+    def __init__(self, message: str, *, grpc_status: str | None = None) -> None:
+        super().__init__(message)
+        self.grpc_status = grpc_status
 
 
-_UNAVAILABLE_TEXT = ("unknown model", "is not ready", "not found", "unavailable", "failed to connect")
-
-
-def _classify(message: str) -> Exception:
-    low = message.lower()
-    if any(t in low for t in _UNAVAILABLE_TEXT):
-        return EngineUnavailable(message)
-    return EngineError(message)
+# The call's status, not its text, says whether Triton could not be reached.
+_UNAVAILABLE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")
 
 
 _DATATYPES = {"int32": "INT32", "uint64": "UINT64", "float32": "FP32", "bool": "BOOL", "object": "BYTES"}
@@ -114,7 +119,7 @@ class Generation:
         try:
             async for message in self._call:
                 if message.error_message:
-                    raise _classify(message.error_message)
+                    raise await self._error_response(message.error_message)
                 response = message.infer_response
                 ids = _output_ids(response)
                 if ids:
@@ -123,14 +128,22 @@ class Generation:
                     self.finished = True
                     return
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise EngineUnavailable(exc.details() or str(exc.code())) from None
-            raise _classify(exc.details() or str(exc.code())) from None
+            status = exc.code().name
+            kind = EngineUnavailable if status in _UNAVAILABLE_STATUS else EngineError
+            raise kind(exc.details() or status, grpc_status=status) from None
         finally:
             if self.finished:
                 self._requests.put_nowait(None)
         if not self.finished:
             raise EngineUnavailable("the stream from Triton ended before the final response")
+
+    async def _error_response(self, message: str) -> Exception:
+        """An error response in the stream (a stream response carries no status code): the model refused
+        or failed the request if the server reports it ready, else it is not there to serve it (unknown,
+        unloaded, loading)."""
+        if await self.engine.ready():
+            return EngineError(message)
+        return EngineUnavailable(message)
 
     def stop(self) -> None:
         """End the generation in the engine (its ``stop`` input), then close the stream in the
