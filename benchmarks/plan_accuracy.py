@@ -47,6 +47,7 @@ MS7B = "tokyotech-llm/Swallow-MS-7b-v0.1"
 MX = "tokyotech-llm/Swallow-MX-8x7b-NVE-v0.1"
 PERF = "perf-overview v0.17"
 AIC = "aiconfigurator 0.12 (issue 16)"
+AIC_RUN = "aiconfigurator 0.12 run here"
 # aiconfigurator's figures per case, in this order: batch-1 TTFT and TPOT, concurrency-64 TPOT and tok/s/GPU.
 AIC_METRICS = (("batch 1 TTFT", "ttft_ms", 1), ("batch 1 TPOT", "tpot_ms", 1), ("c64 TPOT", "tpot_ms", 64),
                ("c64 tok/s/GPU", "output_tokens_per_s_per_gpu", 64))  # fmt: skip
@@ -206,6 +207,72 @@ CASES: list[Case] = [
         H100X2,
         [(128, 128, 27451.13), (1000, 1000, 15770.89), (2048, 2048, 10685.85)],
         None,
+    ),
+    # aiconfigurator 0.12 run here (2026-12-04, FP8 GEMM/KV/FMHA, h100_sxm/h200_sxm, 1.3.0rc20): Qwen3 shapes
+    # (dense and MoE), H200, TP2. TTFT only at batch 1: at batch 64 aiconfigurator multiplies its prefill by a
+    # queueing factor of 4 for requests that all arrive at once, which a closed loop does not have.
+    *[
+        Case(
+            f"{name} {label}",
+            ["--model", model, *args],
+            1024,
+            256,
+            metric,
+            value,
+            AIC_RUN,
+            None,
+            ("--concurrency", str(batch)),
+        )
+        for name, model, args, figures in (
+            ("Qwen3-8B H100 FP8", "qwen3-8b", H100, (37.6, 5.71, 11.71, 5380.8)),
+            ("Qwen3-32B H100 FP8", "qwen3-32b", H100, (132.1, 16.51, 36.14, 1738.3)),
+            ("Qwen3-30B-A3B H100 FP8", "qwen3-30b-a3b", H100, (48.5, 4.44, 17.86, 3546.3)),
+        )
+        for (label, metric, batch), value in zip(AIC_METRICS, figures, strict=True)
+    ],
+    Case(
+        "8B H200 FP8 c64 TPOT",
+        ["--model", "8b", *H200],
+        1024,
+        256,
+        "tpot_ms",
+        9.40,
+        AIC_RUN,
+        None,
+        ("--concurrency", "64"),
+    ),
+    Case(
+        "8B H200 FP8 c64 tok/s/GPU",
+        ["--model", "8b", *H200],
+        1024,
+        256,
+        "output_tokens_per_s_per_gpu",
+        6691.4,
+        AIC_RUN,
+        None,
+        ("--concurrency", "64"),
+    ),
+    Case(
+        "70B TP2 H100 FP8 c64 TPOT",
+        ["--model", "70b", *H100X2],
+        1024,
+        256,
+        "tpot_ms",
+        40.45,
+        AIC_RUN,
+        None,
+        ("--concurrency", "64"),
+    ),
+    Case(
+        "70B TP2 H100 FP8 c64 tok/s/GPU",
+        ["--model", "70b", *H100X2],
+        1024,
+        256,
+        "output_tokens_per_s_per_gpu",
+        775.7,
+        AIC_RUN,
+        None,
+        ("--concurrency", "64"),
     ),
     Case(
         "8B H100 BF16 467/256 at 2 req/s TTFT",

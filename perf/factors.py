@@ -38,6 +38,7 @@ class Generation:
     context_attention_ramp_tokens: float  # context FMHA at context c runs at c / (c + ramp) of that
     step_overhead_s: float  # fixed cost of one engine step (scheduler, sampling, launches)
     layer_overhead_s: float  # per layer of a stage per step (kernel launches beyond the GEMMs)
+    moe_layer_overhead_s: float  # more per MoE layer: router, top-k, permute, grouped GEMMs, finalize
     sequence_overhead_s: float  # per sequence in the step (batch bookkeeping, sampling)
     request_overhead_s: float  # per request, once, on its first token (enqueue, response path)
     first_token_factor: float  # measured TTFT at light load over the prefill's kernel time

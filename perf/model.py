@@ -19,7 +19,8 @@ efficiency factor from ``perf_factors.json`` (:mod:`swallow_trt.perf.factors`):
   2 (tp-1)/tp x bytes / link bandwidth`` (NVLink or PCIe, from the profile's ``link``);
 * pipeline parallelism: a round is ``pp`` micro-batches through ``pp`` stages, plus a hand-off per
   stage and a bubble fraction per extra stage;
-* fixed costs: per step, per layer of a stage, per sequence in the step, and per request once.
+* fixed costs: per step, per layer of a stage (more for an MoE layer), per sequence in the step, and per
+  request once.
 
 In-flight batching at concurrency ``C`` with prompts of ISL and answers of OSL tokens (closed loop):
 every round each running request gets one token, and requests finish (and new ones start) at
@@ -177,7 +178,7 @@ def stage_step(
         allreduce = 2 * d.layers * one
     overhead = (
         gen.step_overhead_s
-        + gen.layer_overhead_s * d.layers
+        + (gen.layer_overhead_s + (gen.moe_layer_overhead_s if d.experts else 0.0)) * d.layers
         + gen.sequence_overhead_s * (decode + prefill_seqs)
     )
     return StepTerms(
