@@ -24,6 +24,11 @@ Parameters (config.pbtxt ``parameters``, strings):
 - the ``stop`` input, as the C++ backend honours it: a request with stop=true ends the request with the
   same request id (its final response is an empty one, sent by the scheduler at once, with no token
   after the stop) and gets an empty final response itself;
+- ``fail_after_tokens`` (0: never): a request that has been sent that many tokens gets an error response
+  instead of its next one, as a ``tensorrt_llm`` that fails mid-generation, in one of the two ways a
+  decoupled model can: for an odd ``request_output_len``, the error response carries the final flag; for
+  an even one, the error response is followed by an empty final response (tests pick the way per request
+  through the length they ask for);
 - ``record_path`` (none): append what the model did, one JSON object a line, so tests can hold the
   profiler to it: per request, written just before its final send (so a client that has the final
   response finds the line), ``{"arrival", "received", "inputs", "due", "sent", "tokens"}`` (``arrival``:
@@ -64,6 +69,7 @@ class TritonPythonModel:
         self.stall_ns = int(float(params.get("stall_ms", "0")) * 1e6)
         self.stall_at = int(params.get("stall_at", "0") or 0)
         self.stall_period = int(params.get("stall_period", "0") or 0)
+        self.fail_after = int(params.get("fail_after_tokens", "0") or 0)
         record = params.get("record_path", "")
         self.record = open(record, "a", encoding="utf-8") if record else None  # noqa: SIM115 - open for the model's life
         self.stall_until = 0
@@ -93,7 +99,7 @@ class TritonPythonModel:
                 continue
             n = _scalar(request, "request_output_len")
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
-            state = {"sender": sender, "left": n, "sent": 0, "start": now, "inputs": len(ids),
+            state = {"sender": sender, "left": n, "sent": 0, "start": now, "inputs": len(ids), "n": n,
                      "due": [], "stamps": [], "tokens": [], "id": request.request_id()}  # fmt: skip
             with self.cond:
                 if state["id"]:
@@ -163,6 +169,8 @@ class TritonPythonModel:
 
     def _send(self, state, stamp):
         """Send the next response (one token first, then up to ``chunk``); True when more are to come."""
+        if self.fail_after and state["sent"] >= self.fail_after:
+            return self._fail(state, stamp)
         n = 1 if state["sent"] == 0 else min(self.chunk, state["left"])
         ids = [(state["sent"] + j) % 1000 + 10 for j in range(n)]
         state["left"] -= n
@@ -189,6 +197,21 @@ class TritonPythonModel:
                 self._record(state, dropped=True)
             return False
         return not last
+
+    def _fail(self, state, stamp):
+        """The error response that ends the request (``fail_after_tokens``); False: nothing more to come."""
+        error = pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(f"generation failed after {state['sent']} tokens (test stand-in)")
+        )
+        state["ended"] = stamp
+        self._record(state, dropped=False)
+        with contextlib.suppress(Exception):  # the client went away meanwhile
+            if state["n"] % 2:
+                state["sender"].send(error, flags=_FINAL)
+            else:
+                state["sender"].send(error)
+                state["sender"].send(flags=_FINAL)
+        return False
 
     def _record(self, state, dropped):
         line = {k: state[k] for k in ("received", "inputs", "due", "tokens")}
