@@ -383,8 +383,14 @@ def open_loop(d: Deployment, isl: int, osl: int, rate: float, max_concurrency: f
     waiting /= total
     tpot = max(running / (rate * osl), round_s(d, 1.0, ctx))
     r = min(running / osl, cap)
-    chunk = min(isl, _budget(d))
-    prefill = round_s(d, r * (osl - 1), ctx, chunk, chunk * (chunk + 1) / 2, 1.0) * math.ceil(isl / chunk)
+    decode = r * (osl - 1)
+    # A new prompt shares its step with the others that arrived meanwhile (Poisson: r more on average);
+    # what does not fit the step's budget waits for the next ones.
+    tokens = (1 + r) * isl
+    room = max(_budget(d) - decode, 1.0)
+    steps = math.ceil(tokens / room)
+    per_step = tokens / steps
+    prefill = steps * round_s(d, decode, ctx, per_step, per_step * (isl + 1) / 2, (1 + r) / steps)
     # Wait for the step in flight, the prefill (mixed with the running decodes), and any queue for a slot.
     ttft = 0.5 * tpot + prefill * d.gen.first_token_factor + waiting / rate + d.gen.request_overhead_s
     return Point(running + waiting, ttft, tpot, rate * osl, rate, False)
