@@ -39,6 +39,14 @@ and it would run on the event-loop thread.
 When a request ends before its generation does (a stop string seen in the text, or the client
 cancelled), the chat model sends ``tensorrt_llm`` a ``stop`` request with the same request id, so the
 engine stops working for nobody.
+
+Known limit on Triton 2.51 (python_backend r24.10): an error response of ``tensorrt_llm`` never reaches
+the BLS iterator. ``InferResponse::SaveToSharedMemory`` (src/infer_response.cc at 01d0ad82) writes the
+iterator id of a response only when it has no error, so the stub files the error under a stale id; the
+iterator then waits for ever (error sent as the final response) or ends as if the generation succeeded
+(error followed by an empty final). ``response.has_error()`` below is right for releases with upstream's
+fix (7f21b67, python_backend#398, r25.04 and later: the pinned 25.12 image). On 2.51 the error reaches the
+ensemble's and the OpenAI API's clients (tests/integration/test_stream_errors.py), not chat's.
 """
 
 import asyncio
