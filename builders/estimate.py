@@ -21,8 +21,6 @@ from swallow_trt.perf.model import (
     closed_loop,
     deployment,
     open_loop,
-    prefill_s,
-    round_s,
     stage_step,
     weights_once_s,
 )
@@ -30,7 +28,6 @@ from swallow_trt.quantize.formats import DTYPE_BYTES, KV_BY_SM, kv_bytes_per_ele
 
 # trtllm-bench caps its max batch at 4096 / pp to bound the decoder buffers (tuning.py); so does plan.
 MAX_BATCH_CAP = 4096
-MODES = ("max_throughput", "concurrency", "rate")
 
 
 @dataclass(frozen=True)
@@ -347,11 +344,6 @@ def _round_batch(n: float) -> int:
     """Round up to a multiple of 8 (16 above 64) so the engine's batch dimension stays aligned."""
     step = 8 if n <= 64 else 16
     return int(-(-int(n + 0.999) // step) * step)
-
-
-def single_stream(d: Deployment, isl: int, osl: int) -> tuple[float, float]:
-    """(TTFT, TPOT) in seconds of one request alone on the engine."""
-    return prefill_s(d, isl) + d.gen.request_overhead_s, round_s(d, 1.0, isl + osl / 2)
 
 
 def workload_request(

@@ -417,11 +417,6 @@ def best_batch(d: Deployment, isl: int, osl: int, limit: int, within: float = 0.
     return min(b for b in grid if tput[b] >= within * top)
 
 
-def factors_for(sm: int, qformat: str) -> tuple[Generation, Gemm]:
-    f = load_factors()
-    return f.generation(sm), f.gemm(sm, qformat)
-
-
 def deployment(
     arch: ModelArch,
     gpu: GpuSpec,
