@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +21,21 @@ pytest.importorskip("tritonclient.grpc")
 torch = pytest.importorskip("torch")
 
 from swallow_trt.text.chat import Message, adds_bos, render  # noqa: E402
-from swallow_trt.triton_repo.repo import RepoSpec, write_repo  # noqa: E402
-from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
+from swallow_trt.triton_repo.server import TritonServer  # noqa: E402
+from tests.fixtures.ensemble import ensemble_call  # noqa: E402
 from tests.fixtures.guided import SCHEMA, valid  # noqa: E402
-from tests.fixtures.tiny import make_checkpoint, make_tokenizer  # noqa: E402
+from tests.fixtures.triton import ReferenceServed  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 PROMPT = "日本で一番高い山は何ですか？"
 MAX_TOKENS = 24
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, Path]]:
-    root = tmp_path_factory.mktemp("refrepo")
-    from transformers import AutoTokenizer
-
-    # The model's vocabulary matches the tokenizer trained in the run, so that its random greedy tokens
-    # decode to text (mostly Japanese pieces, many of them partial UTF-8 sequences).
-    ckpt = make_checkpoint(root / "Tiny-Swallow", "llama31", vocab_size=len(make_tokenizer("llama31")))
-    tok = AutoTokenizer.from_pretrained(ckpt)
-    spec = RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=tok.convert_tokens_to_ids("<|eot_id|>"),
-                             max_input_len=256, max_batch_size=32)  # fmt: skip
-    written = write_repo(spec, root / "written")
-    # Users build on one machine and serve on another: serve it from somewhere else entirely.
-    (root / "elsewhere").mkdir()
-    repo = Path(shutil.move(written, root / "elsewhere" / "repo"))
-    assert not written.exists()
-    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=240)
-    server.start()
-    try:
-        yield server, ckpt
-    finally:
-        server.stop()
-        assert leftover_processes(server) == []
+@pytest.fixture
+def served(reference_triton: ReferenceServed) -> ReferenceServed:
+    """The shared reference server (tests/conftest.py): the repository, written by package and moved
+    elsewhere before it is served, of a tiny random Llama-3.1 whose greedy tokens decode to text."""
+    return reference_triton
 
 
 def greedy_ids(ckpt: Path, ids: list[int], eot: int | None, max_tokens: int = MAX_TOKENS) -> list[int]:
@@ -133,17 +113,17 @@ def stream_chat(server: TritonServer, text: bytes, **extra: Any) -> tuple[list[s
     return pieces, errors
 
 
-def test_models_ready(served: tuple[TritonServer, Path]) -> None:
+def test_models_ready(served: ReferenceServed) -> None:
     import tritonclient.http as httpclient
 
-    server, _ = served
+    server = served.server
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
     for name in ("tensorrt_llm", "preprocessing", "postprocessing", "ensemble", "chat"):
         assert client.is_model_ready(name), name
 
 
-def test_streamed_japanese_equals_full_decode(served: tuple[TritonServer, Path]) -> None:
-    server, ckpt = served
+def test_streamed_japanese_equals_full_decode(served: ReferenceServed) -> None:
+    server, ckpt = served.server, served.checkpoint
     pieces, errors = stream_chat(server, PROMPT.encode(), max_tokens=MAX_TOKENS)
     assert errors == []
     want = expected_text(ckpt, PROMPT)
@@ -155,8 +135,8 @@ def test_streamed_japanese_equals_full_decode(served: tuple[TritonServer, Path])
     assert len(pieces) > 1  # it streamed
 
 
-def test_stop_word_ends_the_text(served: tuple[TritonServer, Path]) -> None:
-    server, ckpt = served
+def test_stop_word_ends_the_text(served: ReferenceServed) -> None:
+    server, ckpt = served.server, served.checkpoint
     want = expected_text(ckpt, PROMPT)
     stop = want[len(want) // 2 : len(want) // 2 + 2]
     assert stop
@@ -176,9 +156,9 @@ def test_stop_word_ends_the_text(served: tuple[TritonServer, Path]) -> None:
     ],
 )
 def test_bad_requests_get_errors_and_the_server_stays_up(
-    served: tuple[TritonServer, Path], text: bytes, extra: dict[str, Any], needle: str
+    served: ReferenceServed, text: bytes, extra: dict[str, Any], needle: str
 ) -> None:
-    server, _ = served
+    server = served.server
     pieces, errors = stream_chat(server, text, **extra)
     assert pieces == []
     assert len(errors) == 1
@@ -189,15 +169,13 @@ def test_bad_requests_get_errors_and_the_server_stays_up(
 
 
 @pytest.mark.parametrize("named", [("output_ids",), ("sequence_length",), ("output_ids", "sequence_length")])
-def test_named_outputs_must_include_ids_and_length(
-    served: tuple[TritonServer, Path], named: tuple[str, ...]
-) -> None:
+def test_named_outputs_must_include_ids_and_length(served: ReferenceServed, named: tuple[str, ...]) -> None:
     """As the C++ backend: a request that names its outputs without both output_ids and sequence_length
     fails at its first response (which is final); naming both streams as usual."""
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    server, _ = served
+    server = served.server
     values = {"input_ids": [[5, 6, 7]], "input_lengths": [[3]], "request_output_len": [[3]]}
     inputs = []
     for name, value in {**values, "streaming": [[True]]}.items():
@@ -228,52 +206,21 @@ def test_named_outputs_must_include_ids_and_length(
         assert f"{missing} tensor must be present in list of output tensors" in str(got[0])
 
 
-def test_multi_turn_chat_sees_earlier_turns(served: tuple[TritonServer, Path]) -> None:
+def test_multi_turn_chat_sees_earlier_turns(served: ReferenceServed) -> None:
     from swallow_trt.triton_repo.client import stream_chat as client_stream
 
-    server, ckpt = served
+    server, ckpt = served.server, served.checkpoint
     history = (("user", "こんにちは"), ("assistant", "こんにちは！ご用件は？"))
     got = "".join(client_stream(server.grpc_url, PROMPT, max_tokens=MAX_TOKENS, history=list(history)))
     assert got == expected_text(ckpt, PROMPT, history)
     assert got != expected_text(ckpt, PROMPT)  # the earlier turns changed the prompt
 
 
-def ensemble_call(server: TritonServer, text: str, stream: bool, **ints: int) -> list[tuple[str, list[int]]]:
-    import numpy as np
-    import tritonclient.grpc as grpcclient
-
-    def tensor(name: str, value: Any, dtype: str, np_dtype: Any) -> Any:
-        t = grpcclient.InferInput(name, [1, 1], dtype)
-        t.set_data_from_numpy(np.array([[value]], dtype=np_dtype))
-        return t
-
-    inputs = [tensor("text_input", text.encode(), "BYTES", object), tensor("stream", stream, "BOOL", bool)]
-    inputs += [tensor(k, v, "INT32", np.int32) for k, v in ints.items()]
-    results: queue.Queue[Any] = queue.Queue()
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    client.start_stream(callback=lambda result, error: results.put((result, error)))
-    client.async_stream_infer("ensemble", inputs, enable_empty_final_response=True)
-    out = []
-    while True:
-        result, error = results.get(timeout=120)
-        assert error is None, error
-        text_out = result.as_numpy("text_output")
-        if text_out is not None:
-            ids = result.as_numpy("output_ids").reshape(-1).tolist()
-            assert result.as_numpy("sequence_length").reshape(-1).tolist() == [len(ids)]
-            out.append((text_out.reshape(-1)[0].decode(), ids))
-        if result.get_response().parameters["triton_final_response"].bool_param:
-            break
-    client.stop_stream()
-    client.close()
-    return out
-
-
 @pytest.mark.parametrize("stream", [False, True])
-def test_ensemble_matches_greedy_decoding(served: tuple[TritonServer, Path], stream: bool) -> None:
+def test_ensemble_matches_greedy_decoding(served: ReferenceServed, stream: bool) -> None:
     from transformers import AutoTokenizer
 
-    server, ckpt = served
+    server, ckpt = served.server, served.checkpoint
     tok = AutoTokenizer.from_pretrained(ckpt)
     raw = "富士山の高さは"
     want = greedy_ids(ckpt, tok.encode(raw), tok.convert_tokens_to_ids("<|eot_id|>"), 12)
@@ -295,8 +242,8 @@ def test_ensemble_matches_greedy_decoding(served: tuple[TritonServer, Path], str
     assert len(forced[0][1]) == 20
 
 
-def test_32_concurrent_streams(served: tuple[TritonServer, Path]) -> None:
-    server, ckpt = served
+def test_32_concurrent_streams(served: ReferenceServed) -> None:
+    server, ckpt = served.server, served.checkpoint
     want = expected_text(ckpt, PROMPT)
     results: list[Any] = [None] * 32
 
@@ -316,14 +263,14 @@ def test_32_concurrent_streams(served: tuple[TritonServer, Path]) -> None:
     assert {"".join(pieces) for pieces, _ in results} == {want}
 
 
-def test_disconnected_clients_stop_their_generation_only(served: tuple[TritonServer, Path]) -> None:
+def test_disconnected_clients_stop_their_generation_only(served: ReferenceServed) -> None:
     """Clients that go away after two pieces of a 2,000-token answer: their generation stops (the chat
     model sends tensorrt_llm a stop request; the reference backend logs how far it got) while 16
     other streams finish intact, and the server then serves as before."""
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    server, ckpt = served
+    server, ckpt = served.server, served.checkpoint
     want = expected_text(ckpt, PROMPT)
     log_before = server.log_path.read_text(errors="replace")
     quitters = 6
@@ -428,8 +375,8 @@ def ensemble_text(server: TritonServer, text: str, **options: Any) -> tuple[str 
     return texts[0], None
 
 
-def test_json_schema_guided_request_returns_valid_json(served: tuple[TritonServer, Path]) -> None:
-    server, _ = served
+def test_json_schema_guided_request_returns_valid_json(served: ReferenceServed) -> None:
+    server = served.server
     guide = {"guided_decoding_guide_type": "json_schema", "guided_decoding_guide": json.dumps(SCHEMA)}
     greedy, error = ensemble_text(server, "富士山について答えてください", max_tokens=256, **guide)
     assert error is None
@@ -456,10 +403,10 @@ def test_json_schema_guided_request_returns_valid_json(served: tuple[TritonServe
     assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", code), code
 
 
-def test_seeded_sampling_repeats_and_temperature_zero_is_greedy(served: tuple[TritonServer, Path]) -> None:
+def test_seeded_sampling_repeats_and_temperature_zero_is_greedy(served: ReferenceServed) -> None:
     from transformers import AutoTokenizer
 
-    server, ckpt = served
+    server, ckpt = served.server, served.checkpoint
     raw = "富士山の高さは"
     sampled = {"max_tokens": 16, "end_id": -1, "temperature": 0.8, "top_p": 0.95}
     runs = {seed: ensemble_text(server, raw, seed=seed, **sampled)[0] for seed in range(5)}
@@ -495,9 +442,9 @@ def test_seeded_sampling_repeats_and_temperature_zero_is_greedy(served: tuple[Tr
     ],
 )
 def test_bad_sampling_options_get_errors(
-    served: tuple[TritonServer, Path], options: dict[str, Any], needle: str
+    served: ReferenceServed, options: dict[str, Any], needle: str
 ) -> None:
-    server, _ = served
+    server = served.server
     text, error = ensemble_text(server, "富士山", max_tokens=4, **options)
     assert text is None
     assert error is not None
@@ -507,10 +454,10 @@ def test_bad_sampling_options_get_errors(
     assert ok is not None
 
 
-def test_chat_json_schema_guided_and_seeded(served: tuple[TritonServer, Path]) -> None:
+def test_chat_json_schema_guided_and_seeded(served: ReferenceServed) -> None:
     """The same guided request through ``chat`` (its sampling inputs go to tensorrt_llm through
     sampling.request_options): valid JSON, and the same seed at temperature 0.8 gives the same text."""
-    server, _ = served
+    server = served.server
     guide = {"guided_decoding_guide_type": "json_schema", "guided_decoding_guide": json.dumps(SCHEMA)}
     prompt = "富士山について答えてください".encode()
     pieces, errors = stream_chat(server, prompt, max_tokens=256, **guide)

@@ -38,19 +38,12 @@ from swallow_trt.errors import EnvironmentProblem, StageFailed
 from swallow_trt.triton_repo.client import stream_chat
 from swallow_trt.triton_repo.recovery import Recovery
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo
-from swallow_trt.triton_repo.server import TritonServer, find_tritonserver, leftover_processes
+from swallow_trt.triton_repo.server import TritonServer, leftover_processes
+from tests.fixtures.ensemble import ensemble_call
+from tests.fixtures.python_models import echo_repo, stream_countdown
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer
-from tests.integration.test_reference_repo import ensemble_call
-from tests.integration.test_triton_server import (
-    COUNTDOWN_CONFIG,
-    COUNTDOWN_MODEL,
-    ECHO_CONFIG,
-    ECHO_MODEL,
-    _model,
-    _stream_countdown,
-)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 SCHEDULE = Path(__file__).resolve().parents[1] / "triton_models" / "schedule" / "model.py"
 RECOVERY_BOUND_S = 120.0  # a generous bound on a loaded 2-core CI machine; seen here: about 1 s
 STREAM_DEADLINE_S = 60.0  # the longest wait for the next response of a stream before calling it a hang
@@ -58,14 +51,6 @@ FAST = Recovery(
     poll_s=0.1, backoff_s=0.2, backoff_cap_s=1.0, reload_timeout_s=120, ready_timeout_s=300, stuck_grace_s=5
 )
 DIED = r"stub of model '{model}' instance {model}_0_0 died \((signal 9|already reaped by the server)\); reloading {model} \.\.\."
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _triton_available() -> None:
-    try:
-        find_tritonserver()
-    except EnvironmentProblem as exc:  # pragma: no cover - the serve extra is missing
-        pytest.skip(f"no runnable Triton server: {exc.one_line()}")
 
 
 class Events:
@@ -192,9 +177,7 @@ def test_stub_killed_mid_stream(tmp_path: Path) -> None:
 def test_idle_stub_killed_is_reloaded_without_restart(tmp_path: Path) -> None:
     """A stub that dies with nothing in flight: the reload alone recovers, the old version unloads, and
     the server is not restarted."""
-    repo = tmp_path / "repo"
-    _model(repo, "echo", ECHO_CONFIG, ECHO_MODEL)
-    _model(repo, "countdown", COUNTDOWN_CONFIG, COUNTDOWN_MODEL)
+    repo = echo_repo(tmp_path / "repo")
     events = Events()
     server = TritonServer(
         repo, log_path=tmp_path / "server.log", recovery=FAST, on_event=events, start_timeout_s=120
@@ -227,7 +210,7 @@ def _countdown(server: TritonServer, n: int = 3) -> list[Any]:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     results: queue.Queue[tuple[Any, Any]] = queue.Queue()
     try:
-        _stream_countdown(client, n, results)
+        stream_countdown(client, n, results)
         got = []
         while len(got) <= n:
             result, error = results.get(timeout=STREAM_DEADLINE_S)
@@ -241,9 +224,7 @@ def _countdown(server: TritonServer, n: int = 3) -> list[Any]:
 
 
 def test_dead_server_is_restarted_then_given_up_on(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    _model(repo, "echo", ECHO_CONFIG, ECHO_MODEL)
-    _model(repo, "countdown", COUNTDOWN_CONFIG, COUNTDOWN_MODEL)
+    repo = echo_repo(tmp_path / "repo")
     events = Events()
     policy = Recovery(poll_s=0.1, backoff_s=0.2, backoff_cap_s=0.4, max_restarts=2, ready_timeout_s=120)
     server = TritonServer(

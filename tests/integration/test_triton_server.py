@@ -7,7 +7,6 @@ from __future__ import annotations
 import queue
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -19,74 +18,16 @@ from swallow_trt.errors import EnvironmentProblem, StageFailed, UsageError
 from swallow_trt.triton_repo import server as server_mod
 from swallow_trt.triton_repo.server import PortInUse, TritonServer, find_tritonserver, leftover_processes
 from swallow_trt.triton_repo.stubs import pid_alive
+from tests.fixtures.python_models import COUNTDOWN_CONFIG, add_model, echo_repo, stream_countdown
+from tests.fixtures.triton import StartTriton
 
 pytest.importorskip("tritonclient")
 np = pytest.importorskip("numpy")
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 
 JAPANESE = "こんにちは、世界！　Swallowは日本語に強いLLMです。🐦"
 STREAM_N = 5
-
-ECHO_CONFIG = """
-name: "echo"
-backend: "python"
-max_batch_size: 0
-input [
-  { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "NUM" data_type: TYPE_INT32 dims: [ 1 ] }
-]
-output [
-  { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "NUM_OUT" data_type: TYPE_INT32 dims: [ 1 ] }
-]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-"""
-
-ECHO_MODEL = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-            num = pb_utils.get_input_tensor_by_name(request, "NUM").as_numpy()
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("TEXT_OUT", text), pb_utils.Tensor("NUM_OUT", num)]))
-        return responses
-"""
-
-COUNTDOWN_CONFIG = """
-name: "countdown"
-backend: "python"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "VALUE" data_type: TYPE_INT32 dims: [ 1 ] } ]
-instance_group [ { kind: KIND_CPU count: 2 } ]
-"""
-
-COUNTDOWN_MODEL = """
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        for request in requests:
-            sender = request.get_response_sender()
-            n = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy()[0])
-            for i in range(n, 0, -1):
-                time.sleep(0.05)
-                value = pb_utils.Tensor("VALUE", np.array([i], dtype=np.int32))
-                sender.send(pb_utils.InferenceResponse(output_tensors=[value]))
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        return None
-"""
 
 BROKEN_MODEL = """
 import triton_python_backend_utils as pb_utils
@@ -101,37 +42,9 @@ class TritonPythonModel:
 """
 
 
-def _model(repo: Path, name: str, config: str, code: str) -> None:
-    (repo / name / "1").mkdir(parents=True)
-    (repo / name / "config.pbtxt").write_text(textwrap.dedent(config).lstrip(), encoding="utf-8")
-    (repo / name / "1" / "model.py").write_text(textwrap.dedent(code).lstrip(), encoding="utf-8")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _triton_available() -> None:
-    """Skip where no server can run (after conftest has pointed SWALLOW_TRT_HOME at a temporary
-    directory: finding the server assembles its backend directory there)."""
-    try:
-        find_tritonserver()
-    except EnvironmentProblem as exc:  # pragma: no cover - the serve extra is missing
-        pytest.skip(f"no runnable Triton server: {exc.one_line()}")
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    _model(root, "echo", ECHO_CONFIG, ECHO_MODEL)
-    _model(root, "countdown", COUNTDOWN_CONFIG, COUNTDOWN_MODEL)
-    return root
-
-
-def _stream_countdown(client: Any, n: int, results: queue.Queue[tuple[Any, Any]]) -> None:
-    import tritonclient.grpc as grpcclient
-
-    client.start_stream(callback=lambda result, error: results.put((result, error)))
-    count = grpcclient.InferInput("N", [1], "INT32")
-    count.set_data_from_numpy(np.array([n], dtype=np.int32))
-    client.async_stream_infer("countdown", [count], request_id="cd", enable_empty_final_response=True)
+    return echo_repo(tmp_path / "repo")
 
 
 def _is_final(result: Any) -> bool:
@@ -177,7 +90,7 @@ def test_serve_echo_and_stream_then_stop_leaves_nothing(repo: Path, tmp_path: Pa
         assert result.as_numpy("NUM_OUT").tolist() == [42]
 
         results: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        _stream_countdown(client, STREAM_N, results)
+        stream_countdown(client, STREAM_N, results)
         values: list[int] = []
         while True:
             item, error = results.get(timeout=10)
@@ -236,7 +149,7 @@ def test_stop_with_streams_in_flight(repo: Path, tmp_path: Path) -> None:
             abrupt.kill()  # the client vanishes without closing its stream
 
         live_results: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        _stream_countdown(live, 100_000, live_results)
+        stream_countdown(live, 100_000, live_results)
         assert live_results.get(timeout=10)[1] is None
         t0 = time.monotonic()
         server.stop(deadline_s=30)
@@ -254,7 +167,7 @@ def test_stop_with_streams_in_flight(repo: Path, tmp_path: Path) -> None:
 
 
 def test_broken_model_fails_start_with_log_tail(repo: Path, tmp_path: Path) -> None:
-    _model(repo, "broken", COUNTDOWN_CONFIG.replace('"countdown"', '"broken"'), BROKEN_MODEL)
+    add_model(repo, "broken", COUNTDOWN_CONFIG.replace('"countdown"', '"broken"'), BROKEN_MODEL)
     server = TritonServer(repo, log_path=tmp_path / "triton.log", start_timeout_s=60)
     t0 = time.monotonic()
     with pytest.raises(StageFailed) as caught:
@@ -343,7 +256,7 @@ def test_port_taken(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert leftover_processes(server) == []
 
 
-def test_stub_embeds_the_interpreters_own_libpython(repo: Path, tmp_path: Path) -> None:
+def test_stub_embeds_the_interpreters_own_libpython(repo: Path, start_triton: StartTriton) -> None:
     """The stub links libpython3.X.so.1.0; with the running interpreter's LIBDIR first on
     LD_LIBRARY_PATH it maps that one (not the system's), so the embedded interpreter matches the
     standard library it finds under sys.prefix. Holds as well where the venv's Python is the system's."""
@@ -351,13 +264,13 @@ def test_stub_embeds_the_interpreters_own_libpython(repo: Path, tmp_path: Path) 
 
     expected = (Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")).resolve()
     assert server_mod.python_lib_dir() == Path(sysconfig.get_config_var("LIBDIR"))
-    with TritonServer(repo, log_path=tmp_path / "triton.log") as server:
-        assert server.install is not None
-        env = server.install.environment({"LD_LIBRARY_PATH": "/elsewhere"})
-        assert env["LD_LIBRARY_PATH"].split(":")[1:] == [sysconfig.get_config_var("LIBDIR"), "/elsewhere"]
-        stubs = server.stubs()
-        assert {s.model for s in stubs} == {"echo", "countdown"}
-        for stub in stubs:
-            maps = Path(f"/proc/{stub.pid}/maps").read_text().splitlines()
-            mapped = {Path(line.split()[-1]).resolve() for line in maps if "/libpython" in line}
-            assert mapped == {expected}, (stub, mapped)
+    server = start_triton(repo, log_name="triton.log")
+    assert server.install is not None
+    env = server.install.environment({"LD_LIBRARY_PATH": "/elsewhere"})
+    assert env["LD_LIBRARY_PATH"].split(":")[1:] == [sysconfig.get_config_var("LIBDIR"), "/elsewhere"]
+    stubs = server.stubs()
+    assert {s.model for s in stubs} == {"echo", "countdown"}
+    for stub in stubs:
+        maps = Path(f"/proc/{stub.pid}/maps").read_text().splitlines()
+        mapped = {Path(line.split()[-1]).resolve() for line in maps if "/libpython" in line}
+        assert mapped == {expected}, (stub, mapped)
