@@ -7,7 +7,6 @@ Counts and order only, no timing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,15 @@ pytest.importorskip("tritonclient.grpc")
 
 from swallow_trt.openai_api.engine import Engine, EngineError
 from swallow_trt.triton_repo.server import TritonServer
+from tests.fixtures.triton import ScheduleServed, StartTriton
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 
 
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    from tests.fixtures.schedule_repo import schedule_repo
-
-    root = tmp_path_factory.mktemp("oai-engine")
-    params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "true"}
-    server = TritonServer(
-        schedule_repo(root, params, max_batch_size=128), log_path=root / "server.log", start_timeout_s=600
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def triton(forced_schedule_triton: ScheduleServed) -> TritonServer:
+    """The shared zero-delay schedule server that refuses unforced output lengths (tests/conftest.py)."""
+    return forced_schedule_triton.server
 
 
 def inputs(n: int, forced: bool = True) -> list[tuple[str, Any]]:
@@ -93,15 +83,15 @@ def test_concurrent_requests_get_their_own_responses(triton: TritonServer) -> No
     assert results[60][:2] == ([10 + k for k in range(7)], 7)
 
 
-def test_triton_gone_then_back(tmp_path: Path) -> None:
+def test_triton_gone_then_back(tmp_path: Path, start_triton: StartTriton) -> None:
     """Requests on a Triton that is gone fail as unavailable; once one is back on the same port, the
     next request completes on the same engine (its channel reconnects)."""
     from swallow_trt.openai_api.engine import EngineUnavailable
+    from tests.fixtures.repos import SCHEDULE_ZERO_DELAY
     from tests.fixtures.schedule_repo import schedule_repo
 
-    params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "true"}
-    repo = schedule_repo(tmp_path, params)
-    first = TritonServer(repo, log_path=tmp_path / "server1.log", start_timeout_s=600).start()
+    repo = schedule_repo(tmp_path, {**SCHEDULE_ZERO_DELAY, "require_forced_length": "true"})
+    first = start_triton(repo, log_name="server1.log")
     ports = (first.http_port, first.grpc_port, first.metrics_port)
 
     async def one(engine: Engine, rid: str) -> Any:
@@ -115,8 +105,9 @@ def test_triton_gone_then_back(tmp_path: Path) -> None:
         out = [await one(engine, "r-1")]
         first.stop()
         out.append(await one(engine, "r-2"))
-        again = TritonServer(repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-                             log_path=tmp_path / "server2.log", start_timeout_s=600).start()  # fmt: skip
+        start_triton(
+            repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], log_name="server2.log"
+        )
         try:
             for _ in range(300):  # gRPC reconnects within its 1 s back-off; a bound against hangs
                 if await engine.ready():
@@ -125,13 +116,9 @@ def test_triton_gone_then_back(tmp_path: Path) -> None:
             out.append(await one(engine, "r-3"))
         finally:
             await engine.close()
-            again.stop()
         return out
 
-    try:
-        before, down, after = asyncio.run(main())
-    finally:
-        first.stop()
+    before, down, after = asyncio.run(main())
     assert before[:2] == ([10, 11, 12, 13, 14], 5)
     assert isinstance(down, str)
     assert down.startswith("unavailable")

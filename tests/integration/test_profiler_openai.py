@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -28,54 +27,47 @@ pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("transformers")
 pytest.importorskip("fastapi")
 
-from swallow_trt.errors import EnvironmentProblem
 from swallow_trt.openai_api.server import ApiProcess, start_api_process
 from swallow_trt.profiler.run import ProfileSpec, run_profile
-from swallow_trt.triton_repo.server import TritonServer, find_tritonserver, leftover_processes
+from swallow_trt.triton_repo.server import TritonServer
+from tests.fixtures.ports import free_port
 from tests.fixtures.schedule_model import schedule_records
-from tests.fixtures.schedule_repo import schedule_repo
+from tests.fixtures.triton import ScheduleServed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 KEY = "sk-profile-0123"
 INPUT, OUTPUT = 64, 16
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class Deployment(NamedTuple):
+    server: TritonServer
+    api: ApiProcess
+    repo: Path
+    record: Path  # the schedule model's record of what it did
 
 
 @pytest.fixture(scope="module")
 def deployment(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[TritonServer, ApiProcess, Path, Path]]:
+    forced_schedule_triton: ScheduleServed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The API, with a key, in front of the shared zero-delay schedule server that refuses unforced
+    output lengths and records what it did (tests/conftest.py)."""
+    server, repo, record = forced_schedule_triton
+    api = start_api_process(
+        server.grpc_url,
+        repo,
+        port=free_port(),
+        api_key=KEY,
+        log_path=tmp_path_factory.mktemp("profile-openai") / "api.log",
+    )
     try:
-        find_tritonserver()
-    except EnvironmentProblem as exc:  # pragma: no cover - the serve extra is missing
-        pytest.skip(f"no runnable Triton server: {exc.one_line()}")
-    root = tmp_path_factory.mktemp("profile-openai")
-    record = root / "model.jsonl"
-    params = {"first_token_ms": "0", "token_interval_ms": "0", "record_path": str(record)}
-    repo = schedule_repo(root, params)
-    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800)
-    server.start()  # a failed start exits at once; the deadline only bounds a hang
-    api = None
-    try:
-        api = start_api_process(
-            server.grpc_url, repo, port=_free_port(), api_key=KEY, log_path=root / "api.log"
-        )
-        yield server, api, repo, record
+        yield Deployment(server, api, repo, record)
     finally:
-        if api is not None:
-            api.stop()
-        server.stop()
-    assert leftover_processes(server) == []
+        api.stop()
 
 
-def _spec(deployment: Any, out: Path, **kw: Any) -> ProfileSpec:
-    _server, api, repo, _record = deployment
+def _spec(deployment: Deployment, out: Path, **kw: Any) -> ProfileSpec:
+    api, repo = deployment.api, deployment.repo
     base: dict[str, Any] = {
         "api": "openai", "url": api.url, "model": "", "repo": repo, "api_key": KEY, "mode": "closed",
         "levels": (1.0,), "input_tokens": INPUT, "output_tokens": OUTPUT, "warmup": 2, "out": out, "plots": False,
@@ -115,9 +107,9 @@ def _recomputed(detail: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("concurrency", "requests"), [(1, 12), (16, 96)])
 def test_counts_and_causality_against_the_model(
-    deployment: Any, tmp_path: Path, concurrency: int, requests: int
+    deployment: Deployment, tmp_path: Path, concurrency: int, requests: int
 ) -> None:
-    record = deployment[3]
+    record = deployment.record
     seen = _served(record)
     spec = _spec(deployment, tmp_path, levels=(float(concurrency),), num_requests=requests, warmup=0)
     result = run_profile(spec)
@@ -125,7 +117,7 @@ def test_counts_and_causality_against_the_model(
     s = point.summary
     assert result.meta["api"] == "openai"
     assert result.meta["target_kind"] == "openai"
-    assert result.meta["model"] == deployment[2].name  # the API's model id: the repository's name here
+    assert result.meta["model"] == deployment.repo.name  # the API's model id: the repository's name here
     assert result.meta["output_length_forced"] is True
     assert s["requests"] == {"sent": requests, "ok": requests, "failed": 0}, s["errors"]
     assert s["output_tokens_exact"]  # from the API's usage, which is the engine's own count
@@ -154,7 +146,7 @@ def test_counts_and_causality_against_the_model(
     _recomputed(detail)
 
 
-def test_open_loop_sends_on_schedule(deployment: Any, tmp_path: Path) -> None:
+def test_open_loop_sends_on_schedule(deployment: Deployment, tmp_path: Path) -> None:
     spec = _spec(deployment, tmp_path, mode="open", levels=(40.0,), num_requests=24, warmup=0)
     (point,) = run_profile(spec).points
     assert point.summary["requests"] == {"sent": 24, "ok": 24, "failed": 0}
@@ -165,7 +157,7 @@ def test_open_loop_sends_on_schedule(deployment: Any, tmp_path: Path) -> None:
     assert "send_lateness_ms" in point.summary["client"]
 
 
-def test_three_routes_one_run(deployment: Any, tmp_path: Path) -> None:
+def test_three_routes_one_run(deployment: Deployment, tmp_path: Path) -> None:
     """The same lengths through tensorrt_llm (ids over gRPC), the chat model (text over gRPC) and the API:
     the same counts, the same ids at the engine, the same report."""
     server, _api, repo, record = deployment
@@ -199,8 +191,10 @@ def test_three_routes_one_run(deployment: Any, tmp_path: Path) -> None:
     )
 
 
-def test_cli_with_the_key_from_settings(deployment: Any, tmp_path: Path, cli: Callable[..., Any]) -> None:
-    _server, api, repo, _record = deployment
+def test_cli_with_the_key_from_settings(
+    deployment: Deployment, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    api, repo = deployment.api, deployment.repo
     args = ["profile", "--api", "openai", "--url", api.url, "--repo", str(repo), "--concurrency", "1,2",
             "--num-requests", "4", "--warmup", "1", "--input-tokens", str(INPUT), "--output-tokens", str(OUTPUT)]  # fmt: skip
     result = cli(*args, "--out", str(tmp_path / "a"), env={"SWALLOW_TRT_API_KEY": KEY})
