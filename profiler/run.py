@@ -322,9 +322,17 @@ def make_prompts(spec: ProfileSpec, served: Served, n_prompts: int) -> tuple[Pro
     directory = spec.tokenizer
     if directory is None:
         found = served.tokenizer_dir
-        # A repository's paths are relative to its root (it may have been moved): resolve against --repo.
-        if found is not None and not found.is_absolute() and spec.repo is not None:
-            found = spec.repo / found
+        # A repository's paths are relative to its root (it may have been moved): resolve against --repo,
+        # else against the repository a Triton on this machine was started with (its argv).
+        if found is not None and not found.is_absolute():
+            repo = spec.repo
+            if repo is None and spec.api == "triton":
+                from swallow_trt.profiler.served_repo import local_repository
+
+                chat = served.target.name if served.target.kind == "chat" else "chat"
+                repo = local_repository(spec.url, chat)
+            if repo is not None:
+                found = repo / found
         if found is None or not found.is_dir():
             where = f" ({found} is not on this machine)" if found else ""
             raise UsageError(
