@@ -17,8 +17,9 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -28,10 +29,11 @@ openai = pytest.importorskip("openai")
 
 from swallow_trt.openai_api.server import ApiProcess, start_api_process  # noqa: E402
 from swallow_trt.text.chat import Message, adds_bos, render  # noqa: E402
-from swallow_trt.triton_repo.server import TritonServer, leftover_processes  # noqa: E402
+from swallow_trt.triton_repo.server import TritonServer  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
+from tests.fixtures.triton import ReferenceServed, StartTriton, serving  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 KEY = "sk-test-0123456789"
 MODEL = "tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3"  # registry alias: 8b
 PROMPT = "日本で一番高い山は何ですか？"
@@ -60,36 +62,41 @@ def envelope(body: bytes) -> dict[str, Any]:
     return error
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, ApiProcess, Path]]:
-    from transformers import AutoTokenizer
+class Deployment(NamedTuple):
+    """A Triton server, the OpenAI API process in front of it, and the repository both serve."""
 
-    from swallow_trt.triton_repo.repo import RepoSpec, write_repo
-    from tests.fixtures.tiny import make_checkpoint, make_tokenizer
+    server: TritonServer
+    api: ApiProcess
+    repo: Path
 
-    root = tmp_path_factory.mktemp("oai-ref")
-    ckpt = make_checkpoint(root / "Tiny-Swallow", "llama31", vocab_size=len(make_tokenizer("llama31")))
-    tok = AutoTokenizer.from_pretrained(ckpt)
-    spec = RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=tok.convert_tokens_to_ids("<|eot_id|>"),
-                    max_input_len=256, max_batch_size=64, default_max_tokens=512)  # fmt: skip
-    repo = write_repo(spec, root / "repo")
-    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=600)
-    server.start()
-    api = None
+
+@contextmanager
+def api_before(server: TritonServer, repo: Path, log_path: Path, **options: Any) -> Iterator[ApiProcess]:
+    """The API process in front of ``server`` for the length of a ``with`` block (``options``:
+    start_api_process's); stopped on leaving, with nothing of it left."""
+    api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=log_path, **options)
     try:
-        api = start_api_process(server.grpc_url, repo, port=free_port(), api_key=KEY, model_name=MODEL,
-                                max_body_bytes=1 << 20, log_path=root / "api.log")  # fmt: skip
-        yield server, api, repo
+        yield api
     finally:
-        if api is not None:
-            api.stop()
-        server.stop()
-        assert leftover_processes(server) == []
+        api.stop()
+    assert api.proc.poll() is not None
 
 
 @pytest.fixture(scope="module")
-def client(reference: tuple[TritonServer, ApiProcess, Path]) -> Any:
-    return openai.OpenAI(base_url=reference[1].url + "/v1", api_key=KEY, max_retries=0, timeout=300)
+def reference(
+    reference_triton: ReferenceServed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The API, with a key and a 1 MiB body limit, in front of the shared reference server
+    (tests/conftest.py: a tiny random Llama-3.1 on the reference backend, batch 64, 512 tokens by default)."""
+    server, repo, _ = reference_triton
+    log = tmp_path_factory.mktemp("oai-ref") / "api.log"
+    with api_before(server, repo, log, api_key=KEY, model_name=MODEL, max_body_bytes=1 << 20) as api:
+        yield Deployment(server, api, repo)
+
+
+@pytest.fixture(scope="module")
+def client(reference: Deployment) -> Any:
+    return openai.OpenAI(base_url=reference.api.url + "/v1", api_key=KEY, max_retries=0, timeout=300)
 
 
 def prompt_ids(repo: Path, text: str) -> list[int]:
@@ -125,7 +132,7 @@ def test_models_list_and_alias(client: Any) -> None:
 
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.9, "seed": 1234, "top_p": 0.95}])
 def test_streamed_equals_whole_with_exact_usage(
-    client: Any, reference: Any, sampling: dict[str, Any]
+    client: Any, reference: Deployment, sampling: dict[str, Any]
 ) -> None:
     whole = chat(client, max_tokens=24, **sampling)
     chunks, text = streamed(client, max_tokens=24, **sampling)
@@ -136,7 +143,7 @@ def test_streamed_equals_whole_with_exact_usage(
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
     assert chunks[-1].choices == []
-    n_prompt = len(prompt_ids(reference[2], PROMPT))
+    n_prompt = len(prompt_ids(reference.repo, PROMPT))
     assert whole.usage.prompt_tokens == n_prompt == chunks[-1].usage.prompt_tokens
     assert whole.usage.completion_tokens == chunks[-1].usage.completion_tokens
     assert whole.usage.total_tokens == n_prompt + whole.usage.completion_tokens
@@ -170,10 +177,10 @@ def test_completions_streamed_equals_whole(client: Any) -> None:
     assert whole.usage.completion_tokens >= 1
 
 
-def test_stop_across_token_boundaries(client: Any, reference: Any) -> None:
+def test_stop_across_token_boundaries(client: Any, reference: Deployment) -> None:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(reference[2] / "chat" / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(reference.repo / "chat" / "tokenizer")
     whole = chat(client, max_tokens=32, temperature=0, extra_body={"min_tokens": 32})
     text = whole.choices[0].message.content
     # A stop string that starts inside one token's text and ends inside a later one's.
@@ -192,8 +199,8 @@ def test_stop_across_token_boundaries(client: Any, reference: Any) -> None:
     assert not any(stop in (c.choices[0].delta.content or "") for c in chunks if c.choices)
 
 
-def test_health_version_metrics(reference: Any) -> None:
-    url = reference[1].url
+def test_health_version_metrics(reference: Deployment) -> None:
+    url = reference.api.url
     assert raw(url, "GET", "/health")[0] == 200
     status, _, body = raw(url, "GET", "/version")
     assert status == 200
@@ -243,8 +250,8 @@ def good(**extra: Any) -> dict[str, Any]:
         (good(stop=""), 400, "stop"),
     ],
 )
-def test_error_cases(reference: Any, body: dict[str, Any], status: int, param: str) -> None:
-    got, _, data = post(reference[1].url, body)
+def test_error_cases(reference: Deployment, body: dict[str, Any], status: int, param: str) -> None:
+    got, _, data = post(reference.api.url, body)
     error = envelope(data)
     assert (got, error["param"]) == (status, param), error
     if param == "messages" and "山" in json.dumps(body, ensure_ascii=False):
@@ -253,8 +260,8 @@ def test_error_cases(reference: Any, body: dict[str, Any], status: int, param: s
         assert "your prompt is" in error["message"]
 
 
-def test_auth_and_paths(reference: Any) -> None:
-    url = reference[1].url
+def test_auth_and_paths(reference: Deployment) -> None:
+    url = reference.api.url
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         status, _, data = post(url, good(), headers={**headers, "Content-Type": "application/json"})
         assert status == 401
@@ -267,8 +274,8 @@ def test_auth_and_paths(reference: Any) -> None:
     assert raw(url, "GET", "/health")[0] == 200  # not a /v1 route: no key
 
 
-def test_malformed_battery_then_normal(reference: Any, client: Any) -> None:
-    url = reference[1].url
+def test_malformed_battery_then_normal(reference: Deployment, client: Any) -> None:
+    url = reference.api.url
     battery: list[bytes] = [
         b"not json",
         b"[1, 2, 3]",
@@ -296,7 +303,7 @@ def test_malformed_battery_then_normal(reference: Any, client: Any) -> None:
     assert chat(client, max_tokens=4).choices[0].message.content is not None
 
 
-def test_admission_limit_429(reference: Any) -> None:
+def test_admission_limit_429(reference: Deployment) -> None:
     server, _, repo = reference
     small = start_api_process(server.grpc_url, repo, port=free_port(), model_name=MODEL, max_in_flight=1)
     try:
@@ -321,7 +328,7 @@ def _stopped_lines(server: TritonServer, offset: int) -> list[str]:
     return [line for line in new.splitlines() if "stopped after" in line and "of 300 tokens" in line]
 
 
-def test_disconnects_leave_the_others_exact(reference: Any) -> None:
+def test_disconnects_leave_the_others_exact(reference: Deployment) -> None:
     server, api, _ = reference
     want = chat(
         openai.OpenAI(base_url=api.url + "/v1", api_key=KEY, max_retries=0), max_tokens=16, temperature=0
@@ -377,25 +384,19 @@ def test_disconnects_leave_the_others_exact(reference: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def schedule(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, ApiProcess, Path]]:
+def schedule(tmp_path_factory: pytest.TempPathFactory, triton_install: Any) -> Iterator[Deployment]:
+    """The zero-delay schedule model with room for 256 streams, and the API before it; the module's own
+    (test_triton_down_503_then_recovers, its last user, stops this server)."""
+    from tests.fixtures.repos import SCHEDULE_ZERO_DELAY
     from tests.fixtures.schedule_repo import schedule_repo
 
     root = tmp_path_factory.mktemp("oai-sched")
-    params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "false"}
-    repo = schedule_repo(root, params, max_batch_size=256)
-    server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=600)
-    server.start()
-    api = None
-    try:
-        api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log")
-        yield server, api, repo
-    finally:
-        if api is not None:
-            api.stop()
-        server.stop()
+    repo = schedule_repo(root, SCHEDULE_ZERO_DELAY, max_batch_size=256)
+    with serving(repo, root / "server.log") as server, api_before(server, repo, root / "api.log") as api:
+        yield Deployment(server, api, repo)
 
 
-def test_256_concurrent_streams(schedule: Any) -> None:
+def test_256_concurrent_streams(schedule: Deployment) -> None:
     _, api, repo = schedule
 
     async def main() -> list[Any]:
@@ -418,7 +419,7 @@ def test_256_concurrent_streams(schedule: Any) -> None:
     assert results == [8] * 256, [r for r in results if r != 8][:3]
 
 
-def test_triton_down_503_then_recovers(schedule: Any) -> None:
+def test_triton_down_503_then_recovers(schedule: Deployment, start_triton: StartTriton) -> None:
     server, api, repo = schedule
     request = {"model": repo.name, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
     headers = {"Content-Type": "application/json"}
@@ -429,14 +430,9 @@ def test_triton_down_503_then_recovers(schedule: Any) -> None:
     assert status == 503
     assert envelope(data)["type"] == "service_unavailable"
     assert raw(api.url, "GET", "/health")[0] == 503
-    again = TritonServer(repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-                         log_path=server.log_path.with_name("server2.log"), start_timeout_s=600)  # fmt: skip
-    again.start()
-    try:
-        deadline = time.monotonic() + 60  # gRPC reconnects within its 1 s back-off; bound against hangs
-        while raw(api.url, "GET", "/health")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert raw(api.url, "GET", "/health")[0] == 200
-        assert post(api.url, request, headers=headers)[0] == 200
-    finally:
-        again.stop()
+    start_triton(repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], log_name="server2.log")
+    deadline = time.monotonic() + 60  # gRPC reconnects within its 1 s back-off; bound against hangs
+    while raw(api.url, "GET", "/health")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert raw(api.url, "GET", "/health")[0] == 200
+    assert post(api.url, request, headers=headers)[0] == 200

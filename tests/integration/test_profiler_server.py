@@ -43,13 +43,14 @@ import pytest
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("transformers")
 
-from swallow_trt.errors import EnvironmentProblem
 from swallow_trt.profiler.run import ProfileSpec, run_profile
-from swallow_trt.triton_repo.server import TritonServer, find_tritonserver, leftover_processes
+from swallow_trt.triton_repo.server import TritonServer
+from tests.fixtures.ports import free_port
 from tests.fixtures.schedule_model import add_schedule_model, schedule_records
 from tests.fixtures.tiny import make_tokenizer
+from tests.fixtures.triton import serving
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 FIRST_MS, INTERVAL_MS = 100.0, 10.0
 OUTPUT = 16
 STALL_MS, STALL_AT, STALL_PERIOD = 500.0, 20, 40
@@ -72,10 +73,6 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, records: Path) -> Iterator[TritonServer]:
-    try:
-        find_tritonserver()
-    except EnvironmentProblem as exc:  # pragma: no cover - the serve extra is missing
-        pytest.skip(f"no runnable Triton server: {exc.one_line()}")
     root = tmp_path_factory.mktemp("profiler-repo")
     repo = root / "repo"
 
@@ -88,13 +85,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, records: Path) -> Iterator[
     # backend's IPC manages on 2 cores. Four tokens per response keep TPOT at 10 ms (1,600 sends/s).
     add("chunked", tokens_per_response=4)
     add("stalling", stall_ms=STALL_MS, stall_at=STALL_AT, stall_period=STALL_PERIOD)
-    srv = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800)
-    srv.start()  # a failed start exits at once; the deadline only bounds a hang
-    try:
+    # A failed start exits at once; the deadline only bounds a hang.
+    with serving(repo, root / "server.log", timeout_s=1800) as srv:
         yield srv
-    finally:
-        srv.stop()
-    assert leftover_processes(srv) == []
 
 
 def _spec(server: TritonServer, tokenizer_dir: Path, out: Path, **kw: Any) -> ProfileSpec:
@@ -361,9 +354,7 @@ def test_cli_errors_against_the_server(server: TritonServer, tmp_path: Path, cli
     assert result.exit_code == 2
     assert "--tokenizer DIR" in result.stderr
 
-    with __import__("socket").socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     result = cli("profile", "--url", f"127.0.0.1:{port}", "--concurrency", "1", "--out", str(tmp_path))
     assert result.exit_code == 3
     assert result.stderr.startswith(f"error: cannot reach Triton at 127.0.0.1:{port}")
