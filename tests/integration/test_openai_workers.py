@@ -31,11 +31,10 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
 from swallow_trt.openai_api.server import ApiLaunch, start_api_process  # noqa: E402
-from swallow_trt.triton_repo.server import TritonServer  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
-from tests.fixtures.triton import serving  # noqa: E402
+from tests.fixtures.triton import Served, serving  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 PROMPT = "日本で一番高い山は何ですか？"
 TOKENS = 8
 MIN_HELD = 32  # requests held open at once, at least
@@ -43,14 +42,14 @@ MAX_HELD = 256  # connections held open at most while waiting for both workers t
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, Path]]:
+def triton(tmp_path_factory: pytest.TempPathFactory, triton_install: Any) -> Iterator[Served]:
+    from tests.fixtures.repos import SCHEDULE_ZERO_DELAY
     from tests.fixtures.schedule_repo import schedule_repo
 
     root = tmp_path_factory.mktemp("oai-workers")
-    params = {"first_token_ms": "0", "token_interval_ms": "0", "require_forced_length": "false"}
-    repo = schedule_repo(root, params, max_batch_size=MAX_HELD)
+    repo = schedule_repo(root, SCHEDULE_ZERO_DELAY, max_batch_size=MAX_HELD)
     with serving(repo, root / "server.log") as server:
-        yield server, repo
+        yield Served(server, repo)
 
 
 # ------------------------------------------------------------------------------------------ /proc
@@ -263,9 +262,7 @@ def _model(url: str) -> str:
 # ------------------------------------------------------------------------------------------ tests
 
 
-def test_two_workers_each_serve_and_stop_leaves_nothing(
-    triton: tuple[TritonServer, Path], tmp_path: Path
-) -> None:
+def test_two_workers_each_serve_and_stop_leaves_nothing(triton: Served, tmp_path: Path) -> None:
     server, repo = triton
     # ApiLaunch is what `serve --openai-workers` starts: `swallow-trt openai --workers 2` in a child.
     launch = ApiLaunch(repo, port=free_port(), workers=2, log_path=tmp_path / "api.log")
@@ -293,7 +290,7 @@ def test_two_workers_each_serve_and_stop_leaves_nothing(
     ids=["sigterm-to-parent", "ctrl-c-to-group"],
 )
 def test_signal_ends_the_workers(
-    triton: tuple[TritonServer, Path], tmp_path: Path, sig: signal.Signals, whole_group: bool
+    triton: Served, tmp_path: Path, sig: signal.Signals, whole_group: bool
 ) -> None:
     server, repo = triton
     port = free_port()
@@ -315,11 +312,11 @@ def test_signal_ends_the_workers(
 def test_serve_openai_workers(tmp_path: Path) -> None:
     """``swallow-trt serve --openai-workers 2``: the API child runs two workers that answer the real
     ``openai`` client; Ctrl-C ends serve, Triton, the API and its workers."""
+    from tests.fixtures.repos import SCHEDULE_ZERO_DELAY
     from tests.fixtures.schedule_repo import schedule_repo
 
     # A repository of its own, so that what outlives serve is found by its path.
-    repo = schedule_repo(tmp_path / "own", {"first_token_ms": "0", "token_interval_ms": "0",
-                                            "require_forced_length": "false"})  # fmt: skip
+    repo = schedule_repo(tmp_path / "own", SCHEDULE_ZERO_DELAY)
     api_port = free_port()
     env = dict(os.environ, SWALLOW_TRT_HOME=str(tmp_path))
     serve = subprocess.Popen(

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("modelopt")
 pytest.importorskip("tritonclient.grpc")
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 # Only a hang may fail these runs: a healthy quickstart on a loaded CI machine takes as long as it takes
 # (the readiness wait inside is bounded by QuickstartRequest.ready_timeout_s, 1800 s, for the same reason).
 HANG_S = 3 * 3600

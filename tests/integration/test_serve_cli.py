@@ -28,7 +28,7 @@ openai = pytest.importorskip("openai")
 from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 
 
 def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
