@@ -47,7 +47,7 @@ async def direct_one(stub, ids: list[int], tokens: int, rid: str) -> tuple[float
     so that the baseline does not move when the API's transport changes."""
     import numpy as np
 
-    from swallow_trt.openai_api.engine import FINAL, infer_request
+    from swallow_trt.triton_repo.grpc_stream import FINAL, infer_request
 
     inputs = [
         ("input_ids", np.array([ids], dtype=np.int32)),

@@ -15,6 +15,8 @@ ENV_VARS: dict[str, str] = {
     "SWALLOW_TRT_HOST_RAM_GIB": "host RAM the planner assumes (default: read from /proc/meminfo)",
     "SWALLOW_TRT_API_KEY": "API key the OpenAI-compatible API requires on every /v1 route (--api-key wins)",
     "SWALLOW_TRT_API_CONFIG": "internal: the OpenAI API's settings (JSON), passed to its --workers processes",
+    "SWALLOW_TRT_TRITON_GRPC": "internal: the gRPC address of the Triton 2.51 (nvidia-pytriton) a chat model runs "
+    "in; chat streams tensorrt_llm over it, since that release's BLS loses error responses",
 }
 
 
@@ -25,6 +27,7 @@ class Settings:
     host_ram_gib: float | None
     api_key: str | None = None
     api_config: str | None = None
+    triton_grpc: str | None = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -53,4 +56,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         host_ram_gib=host_ram,
         api_key=env.get("SWALLOW_TRT_API_KEY") or None,
         api_config=env.get("SWALLOW_TRT_API_CONFIG") or None,
+        triton_grpc=env.get("SWALLOW_TRT_TRITON_GRPC") or None,
     )

@@ -23,8 +23,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from swallow_trt.triton_repo.grpc_stream import infer_request, is_final, output_ids
+
 STOP_GRACE_S = 5.0  # after a stop request, how long the stream may take to end before it is cancelled
-FINAL = "triton_final_response"
 # Reconnect fast once Triton is back (gRPC's default backoff grows to 120 s); messages of any size.
 CHANNEL_ARGS = [
     ("grpc.max_send_message_length", -1),
@@ -58,42 +59,6 @@ class EngineError(Exception):
 _UNAVAILABLE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")
 
 
-_DATATYPES = {"int32": "INT32", "uint64": "UINT64", "float32": "FP32", "bool": "BOOL", "object": "BYTES"}
-
-
-def infer_request(model: str, request_id: str, inputs: list[tuple[str, Any]]) -> Any:
-    """A ``ModelInferRequest`` of (name, numpy array) inputs that asks for the empty final response,
-    which tritonclient's own request builder refuses to set (a reserved parameter)."""
-    from tritonclient.grpc import service_pb2
-    from tritonclient.utils import serialize_byte_tensor
-
-    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
-    for name, value in inputs:
-        tensor = request.inputs.add(name=name, datatype=_DATATYPES[str(value.dtype)])
-        tensor.shape.extend(value.shape)
-        if value.dtype == object:
-            request.raw_input_contents.append(serialize_byte_tensor(value).item())
-        else:
-            request.raw_input_contents.append(value.tobytes())
-    # Both, though only the ids are read: the C++ backend fails a request whose named outputs lack
-    # either (fillTritonResponse in NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/
-    # model_instance_state.cc at c8c6df08), and the reference backend holds callers to the same rule.
-    request.outputs.add(name="output_ids")
-    request.outputs.add(name="sequence_length")
-    request.parameters[FINAL.replace("final_response", "enable_empty_final_response")].bool_param = True
-    return request
-
-
-def _output_ids(response: Any) -> list[int]:
-    for i, output in enumerate(response.outputs):
-        if output.name == "output_ids":
-            # Triton's raw tensors are little-endian, as is every host the engine runs on: a memoryview
-            # cast is the cheapest decode of a response's few int32s.
-            ids: list[int] = memoryview(response.raw_output_contents[i]).cast("i").tolist()
-            return ids
-    return []
-
-
 class Generation:
     """One streamed ``tensorrt_llm`` request: iterate :meth:`tokens`; :meth:`stop` ends it early."""
 
@@ -121,10 +86,10 @@ class Generation:
                 if message.error_message:
                     raise await self._error_response(message.error_message)
                 response = message.infer_response
-                ids = _output_ids(response)
+                ids = output_ids(response)
                 if ids:
                     yield [ids]
-                if FINAL in response.parameters and response.parameters[FINAL].bool_param:
+                if is_final(response):
                     self.finished = True
                     return
         except grpc.aio.AioRpcError as exc:
@@ -170,8 +135,7 @@ class Generation:
             async with asyncio.timeout(STOP_GRACE_S):
                 async for message in self._call:
                     # Two final responses: the stopped generation's and the stop request's own.
-                    params = message.infer_response.parameters
-                    if message.error_message or (FINAL in params and params[FINAL].bool_param):
+                    if message.error_message or is_final(message.infer_response):
                         finals += 1
                     if finals == 2:
                         break

@@ -52,6 +52,7 @@ from swallow_trt.triton_repo.stubs import (
 
 log = logging.getLogger(__name__)
 
+GRPC_ENV = "SWALLOW_TRT_TRITON_GRPC"  # core/settings.py: the server's own gRPC address, for its models
 DEFAULT_START_TIMEOUT_S = 600.0  # loading Python-backend models takes minutes on a loaded machine
 _LOG_TAIL_LINES = 40
 _EXIT_EXPIRED = "Exit timeout expired"  # logged when in-flight requests outlast --exit-timeout-secs
@@ -337,7 +338,7 @@ class TritonServer:
             log_path=self.log_path,
             timeout_s=timeout_s,
             ready=self._ready,
-            env=self.install.environment(),
+            env=self._environment(self.install),
             cwd=self.repo,  # the C++ backend opens the repository's relative paths from here (repo.py)
             tie_to_parent=tie_to_parent,
             tail_lines=_LOG_TAIL_LINES,
@@ -346,6 +347,14 @@ class TritonServer:
             self._process = process
             register_live(self)
             process.start()
+
+    def _environment(self, install: TritonInstall) -> dict[str, str]:
+        env = install.environment()
+        env.pop(GRPC_ENV, None)
+        if install.source == "pytriton":
+            # Triton 2.51's BLS drops tensorrt_llm's error responses; chat streams over gRPC there.
+            env[GRPC_ENV] = self.grpc_url
+        return env
 
     def _ready(self) -> bool:
         return self._http("GET", "/v2/health/ready", 2)[0] == 200

@@ -6,12 +6,9 @@ by an empty final response for an even one (the two ways a decoupled model can f
 must get an error, never a silent success or a wait that only its own timeout ends (STREAM_GUARD_S is a
 bound against hangs, not a figure). One server and one OpenAI API for the whole module.
 
-Not covered here, because Triton 2.51 cannot deliver it: ``chat``'s client. ``chat`` calls
-``tensorrt_llm`` through BLS, and python_backend r24.10 (src/infer_response.cc, InferResponse::
-SaveToSharedMemory at 01d0ad82) writes a response's iterator id only when the response has no error, so
-the stub files an error response under a stale id and ``chat``'s iterator never sees it (it waits for ever
-when the error was the final response, and ends as if it succeeded when an empty final followed). Upstream
-fixed it in python_backend 7f21b67 (#398, in r25.04 and later, so the pinned 25.12 image is not affected).
+``chat`` calls ``tensorrt_llm`` over the server's gRPC endpoint on Triton 2.51, because that release's BLS
+loses error responses (python_backend r24.10, src/infer_response.cc InferResponse::SaveToSharedMemory at
+01d0ad82, fixed upstream in 7f21b67; chat's docstring has the details): its client gets the error too.
 """
 
 from __future__ import annotations
@@ -128,6 +125,29 @@ def test_ensemble_client_gets_the_error(failing: Failing, length: int) -> None:
     assert responses == K
     assert error is not None
     assert FAILED in error
+
+
+@pytest.mark.parametrize("length", [ERROR_IS_FINAL, ERROR_THEN_FINAL])
+def test_chat_client_gets_the_error(failing: Failing, length: int) -> None:
+    from swallow_trt.errors import StageFailed
+    from swallow_trt.triton_repo.client import stream_chat
+
+    pieces: list[str] = []
+    with pytest.raises(StageFailed) as caught:
+        pieces.extend(
+            stream_chat(failing.server.grpc_url, "日本の首都は", max_tokens=length, timeout_s=STREAM_GUARD_S)
+        )
+    assert FAILED in caught.value.message
+    assert "answered with an error" in caught.value.message  # not the client's own timeout
+
+
+def test_chat_still_answers_after_errors(failing: Failing) -> None:
+    """chat's instance is healthy after the failures above: a request of K tokens ends normally."""
+    from swallow_trt.triton_repo.client import stream_chat
+
+    assert "".join(
+        stream_chat(failing.server.grpc_url, "日本の首都は", max_tokens=K, timeout_s=STREAM_GUARD_S)
+    )
 
 
 def _api_request(api: ApiProcess, length: int, stream: bool) -> tuple[int, str]:

@@ -40,13 +40,15 @@ When a request ends before its generation does (a stop string seen in the text, 
 cancelled), the chat model sends ``tensorrt_llm`` a ``stop`` request with the same request id, so the
 engine stops working for nobody.
 
-Known limit on Triton 2.51 (python_backend r24.10): an error response of ``tensorrt_llm`` never reaches
-the BLS iterator. ``InferResponse::SaveToSharedMemory`` (src/infer_response.cc at 01d0ad82) writes the
-iterator id of a response only when it has no error, so the stub files the error under a stale id; the
-iterator then waits for ever (error sent as the final response) or ends as if the generation succeeded
-(error followed by an empty final). ``response.has_error()`` below is right for releases with upstream's
-fix (7f21b67, python_backend#398, r25.04 and later: the pinned 25.12 image). On 2.51 the error reaches the
-ensemble's and the OpenAI API's clients (tests/integration/test_stream_errors.py), not chat's.
+Transport: BLS, except on Triton 2.51 (nvidia-pytriton, python_backend r24.10), where an error response
+of ``tensorrt_llm`` never reaches a BLS iterator: ``InferResponse::SaveToSharedMemory`` (src/infer_response.cc
+at 01d0ad82) writes a response's iterator id only when it has no error, so the stub files the error under
+a stale id and the iterator waits for ever (error sent as the final response) or ends as if the generation
+succeeded (error followed by an empty final). Upstream fixed it in 7f21b67 (python_backend#398, r25.04 and
+later: the pinned 25.12 image). So where the server that runs chat says it is that release
+(SWALLOW_TRT_TRITON_GRPC, set by ``TritonServer`` to its own gRPC address), chat streams ``tensorrt_llm``
+over the server's gRPC endpoint (one ``ModelStreamInfer`` call per stream, pumped by the same pool thread),
+where an error response arrives as one; the ``stop`` request stays a BLS call (it has no tokens to lose).
 """
 
 import asyncio
@@ -54,6 +56,7 @@ import collections
 import contextlib
 import itertools
 import os
+import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,9 +75,12 @@ def _opt(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
+        from swallow_trt.settings import load_settings
         from swallow_trt.text.pipeline import Prompter, model_parameters
 
         params = model_parameters(args)
+        self.grpc_url = load_settings().triton_grpc  # set: stream tensorrt_llm over gRPC (docstring)
+        self.grpc_stub = None
         self.prompter = Prompter.from_parameters(params)
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()
@@ -188,41 +194,59 @@ class TritonPythonModel:
         end_id = -1 if ignore_eos or self.prompter.end_id is None else self.prompter.end_id
         # The family's stop words are its end-of-turn tokens: ignore_eos ignores them too.
         family = [] if ignore_eos else list(self.prompter.stop_words)
-        tensors = [
-            pb_utils.Tensor("input_ids", np.array([ids], dtype=np.int32)),
-            pb_utils.Tensor("input_lengths", np.array([[len(ids)]], dtype=np.int32)),
-            pb_utils.Tensor("request_output_len", np.array([[max_tokens]], dtype=np.int32)),
-            pb_utils.Tensor("streaming", np.array([[True]], dtype=bool)),
-            pb_utils.Tensor("stop_words_list", self.prompter.stop_words_array(stops, family)),
-            pb_utils.Tensor("end_id", np.array([[end_id]], dtype=np.int32)),
-            pb_utils.Tensor("min_tokens", np.array([[min_tokens]], dtype=np.int32)),
-            *(pb_utils.Tensor(name, value) for name, value in options),
+        arrays = [
+            ("input_ids", np.array([ids], dtype=np.int32)),
+            ("input_lengths", np.array([[len(ids)]], dtype=np.int32)),
+            ("request_output_len", np.array([[max_tokens]], dtype=np.int32)),
+            ("streaming", np.array([[True]], dtype=bool)),
+            ("stop_words_list", self.prompter.stop_words_array(stops, family)),
+            ("end_id", np.array([[end_id]], dtype=np.int32)),
+            ("min_tokens", np.array([[min_tokens]], dtype=np.int32)),
+            *options,
         ]
-        return tensors, [*family, *stops], ids
+        return arrays, [*family, *stops], ids
 
     async def _chat(self, request, sender):
         from swallow_trt.text.pipeline import StopFilter
         from swallow_trt.text.reasoning import ReasoningSplitter
 
         wanted = self._wanted(request)
-        tensors, stops, prompt_ids = self._inputs(request)
+        arrays, stops, prompt_ids = self._inputs(request)
         rid = f"{self.prefix}-{next(self.ids)}"
-        llm = pb_utils.InferenceRequest(
-            model_name=self.llm,
-            inputs=tensors,
-            requested_output_names=["output_ids", "sequence_length"],
-            request_id=rid,
-        )
         split = ReasoningSplitter.for_prompt(self.prompter.tokenizer, self.prompter.chat_format, prompt_ids)
         stream = _Stream(self, request, sender, wanted, split, StopFilter(stops), rid)
-        iterator = await llm.async_exec(decoupled=True)
-        try:
-            await asyncio.wrap_future(self.pool.submit(stream.pump, iterator))
-        finally:
-            self._retire(iterator, llm, stream.last, tensors)
-            stream.last = None
+        if self.grpc_url:
+            call = _GrpcCall(self._grpc(), self.llm, rid, arrays)
+            try:
+                await asyncio.wrap_future(self.pool.submit(stream.pump, call.events()))
+            finally:
+                call.close()
+        else:
+            tensors = [pb_utils.Tensor(name, value) for name, value in arrays]
+            llm = pb_utils.InferenceRequest(
+                model_name=self.llm,
+                inputs=tensors,
+                requested_output_names=["output_ids", "sequence_length"],
+                request_id=rid,
+            )
+            iterator = await llm.async_exec(decoupled=True)
+            try:
+                await asyncio.wrap_future(self.pool.submit(stream.pump, stream.bls_events(iterator)))
+            finally:
+                self._retire(iterator, llm, stream.last, tensors)
+                stream.last = None
         if stream.stopping is not None:  # a failed stop: an error response if the stream is still open
             await asyncio.wrap_future(stream.stopping)
+
+    def _grpc(self):
+        if self.grpc_stub is None:
+            import grpc
+            from tritonclient.grpc import service_pb2_grpc
+
+            options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+            channel = grpc.insecure_channel(self.grpc_url, options=options)
+            self.grpc_stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return self.grpc_stub
 
     async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
@@ -256,17 +280,24 @@ class _Stream:
         self.last = None  # the newest response: released with the iterator (see the module docstring)
         self.stopping = None  # the stop request's future, once one was sent
 
-    def pump(self, iterator):
-        count, checked, ended, error = 0, time.monotonic(), False, None
+    def bls_events(self, iterator):
+        """(error message or None, token ids) per response of a BLS stream."""
         for response in iterator:
             self.last = response
+            if response.has_error():
+                yield response.error().message(), []
+                continue
+            out = pb_utils.get_output_tensor_by_name(response, "output_ids")
+            yield None, [] if out is None else out.as_numpy().reshape(-1).tolist()
+
+    def pump(self, events):
+        count, checked, ended, error = 0, time.monotonic(), False, None
+        for failure, tokens in events:
             if ended:
                 continue  # drain the stream to its final response (see the module docstring)
             try:
-                if response.has_error():
-                    raise RuntimeError(response.error().message())
-                out = pb_utils.get_output_tensor_by_name(response, "output_ids")
-                tokens = [] if out is None else out.as_numpy().reshape(-1).tolist()
+                if failure is not None:
+                    raise RuntimeError(failure)
                 if tokens:
                     count += len(tokens)
                     delta = self.split.push(tokens)
@@ -303,3 +334,34 @@ class _Stream:
         # BLS calls stay on the event loop; the pump goes on draining meanwhile.
         if self.stopping is None:
             self.stopping = asyncio.run_coroutine_threadsafe(self.model._stop(self.rid), self.loop)
+
+
+class _GrpcCall:
+    """One ``ModelStreamInfer`` call to the server's own gRPC endpoint, for one generation (Triton 2.51)."""
+
+    def __init__(self, stub, model, rid, arrays):
+        from swallow_trt.triton_repo.grpc_stream import infer_request
+
+        self.requests = queue.SimpleQueue()
+        self.requests.put(infer_request(model, rid, arrays))
+        self.call = stub.ModelStreamInfer(iter(self.requests.get, None))
+        self.finished = False
+
+    def events(self):
+        """(error message or None, token ids) per response, until the final one (an error response
+        carries the final flag too, when it is the last)."""
+        from swallow_trt.triton_repo.grpc_stream import is_final, output_ids
+
+        for message in self.call:
+            response = message.infer_response
+            yield (message.error_message or None), ([] if message.error_message else output_ids(response))
+            if is_final(response):
+                self.finished = True
+                break
+        if not self.finished:
+            raise RuntimeError("the stream from tensorrt_llm ended before its final response")
+
+    def close(self):
+        self.requests.put(None)  # our side of the call ends: the call completes
+        if not self.finished:
+            self.call.cancel()
