@@ -28,11 +28,11 @@ pytest.importorskip("torch")
 from swallow_trt.text.chat import Message, adds_bos, render
 from swallow_trt.triton_repo.client import ANSWER, REASONING, stream_chat_parts
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo
-from swallow_trt.triton_repo.server import TritonServer, leftover_processes
 from tests.fixtures.ja_turns import conversations
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer
+from tests.fixtures.triton import serving
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires_triton]
 REPLAY = Path(__file__).resolve().parents[1] / "triton_models" / "replay" / "model.py"
 DEAD = ("is not healthy", "unaligned fastbin", "unaligned tcache", "double free", "corrupted", "Segmentation")
 CONVERSATIONS, TURNS = 3, 4
@@ -198,7 +198,7 @@ def test_reasoning_and_answer_stream_apart_and_exact(
     (version / "replay.json").write_text(json.dumps(table))
     log_path = tmp_path / "server.log"
     convos = conversations()[:CONVERSATIONS]
-    with TritonServer(repo, log_path=log_path, start_timeout_s=600) as server:
+    with serving(repo, log_path, timeout_s=600) as server:
         results = [converse(server.grpc_url, chat_format, c) for c in convos]
         first_question = convos[0][0][0]
         api_parts = openai_parts(server.grpc_url, repo, first_question, tmp_path / "api.log")
@@ -215,7 +215,6 @@ def test_reasoning_and_answer_stream_apart_and_exact(
         )
     log = log_path.read_text(errors="replace")
     assert not [m for m in DEAD if m in log], log[-3000:]
-    assert leftover_processes(server) == []
     for c, (got, want) in enumerate(zip(results, expected, strict=True)):
         for t, ((reasoning, answer), (want_reasoning, want_answer)) in enumerate(zip(got, want, strict=True)):
             assert ("".join(reasoning), "".join(answer)) == (want_reasoning, want_answer), (
@@ -250,7 +249,7 @@ def test_reference_backend_loads_and_streams_a_tiny_qwen3(tmp_path: Path, cli: C
     assert packaged.exit_code == 0, packaged.stderr
     assert '"chat_format": "qwen3"' in packaged.stdout
     log_path = tmp_path / "server.log"
-    with TritonServer(repo, log_path=log_path, start_timeout_s=900) as server:
+    with serving(repo, log_path, timeout_s=900) as server:
         pieces = list(
             stream_chat_parts(server.grpc_url, "日本で一番高い山は？", max_tokens=12, timeout_s=600)
         )
@@ -259,6 +258,5 @@ def test_reference_backend_loads_and_streams_a_tiny_qwen3(tmp_path: Path, cli: C
         )
     log = log_path.read_text(errors="replace")
     assert not [m for m in DEAD if m in log], log[-3000:]
-    assert leftover_processes(server) == []
     assert pieces, "no text streamed"
     assert all(kind in (REASONING, ANSWER) and text for kind, text in (*pieces, *no_think))
