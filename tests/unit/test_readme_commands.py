@@ -1,5 +1,5 @@
 """Every ``swallow-trt`` command in the README is either run here as written, run against a shared server
-(tests/integration/test_readme_commands.py), or listed with the reason it cannot run on this machine; a
+(tests/integration/test_readme_live_commands.py), or listed with the reason it cannot run on this machine; a
 command added to the README without a decision fails here, so the README and the CLI cannot drift."""
 
 from __future__ import annotations
