@@ -31,7 +31,10 @@ def _strip(node: Any, pod_templates: bool) -> Any:
         and set(props) == {"metadata", "spec"}
         and "containers" in (props["spec"].get("properties") or {})
     ):
-        return {"type": "object", "x-swallow-trt-cut": "PodTemplateSpec: validated against Kubernetes' schema"}
+        return {
+            "type": "object",
+            "x-swallow-trt-cut": "PodTemplateSpec: validated against Kubernetes' schema",
+        }
     return {k: _strip(v, pod_templates) for k, v in node.items() if k != "description"}
 
 
