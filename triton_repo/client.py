@@ -94,16 +94,24 @@ def stream_chat(url: str, text: str, **options: Any) -> Iterator[str]:
             yield piece
 
 
-def served_chat_format(client: Any, model: str) -> str | None:
-    """The chat format a served ``chat`` model renders (its config's ``chat_format``), None if unknown."""
+def served_config(client: Any, model: str) -> Any:
+    """A served model's config (``ModelConfig``), None if the server does not give it."""
     from tritonclient.utils import InferenceServerException
 
     try:
-        config = client.get_model_config(model).config
+        return client.get_model_config(model).config
     except InferenceServerException:
         return None
-    param = config.parameters.get("chat_format")
+
+
+def served_chat_format(config: Any) -> str | None:
+    """The chat format a served ``chat`` model renders (its config's ``chat_format``), None if unknown."""
+    param = None if config is None else config.parameters.get("chat_format")
     return param.string_value if param is not None else None
+
+
+# While a stream waits for its next response, the serving stub is checked this often (chat's docstring).
+STUB_CHECK_S = 0.25
 
 
 def stream_chat_parts(
@@ -118,12 +126,16 @@ def stream_chat_parts(
     thinking: bool | None = None,
     reasoning_effort: str | None = None,
     timeout_s: float = 300.0,
+    on_instance: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(REASONING | ANSWER, text)`` pieces as the server streams them; raise StageFailed on an
     error response. ``history``: earlier turns, oldest first, as (role, content) with role "user" or
     "assistant" (an answer without its reasoning, as the chat formats render earlier turns).
     ``thinking`` (Qwen3: on/off) and ``reasoning_effort`` (gpt-oss: low|medium|high) are checked against
-    the served model's chat format first: UsageError if it cannot honour them."""
+    the served model's chat format first: UsageError if it cannot honour them. A model that names the
+    stub serving the request (``chat``: ``report_instance``) is held to it: when that stub dies, the
+    request ends with StageFailed at once instead of waiting for ever (Triton 2.51 never ends it);
+    ``on_instance`` is called with its token (``triton_repo.stubs.process_token``)."""
     import json
 
     import numpy as np
@@ -140,10 +152,11 @@ def stream_chat_parts(
             f"cannot reach Triton at {url}: {exc}", "start it with `swallow-trt serve --repo REPO`"
         ) from None
 
+    config = served_config(client, model)
     if thinking is not None or reasoning_effort is not None:
         from swallow_trt.text.chat import check_reasoning
 
-        chat_format = served_chat_format(client, model)
+        chat_format = served_chat_format(config)
         if chat_format is not None:
             check_reasoning(chat_format, thinking, reasoning_effort)
 
@@ -166,20 +179,25 @@ def stream_chat_parts(
         inputs.append(tensor("enable_thinking", [thinking], "BOOL", bool))
     if reasoning_effort is not None:
         inputs.append(tensor("reasoning_effort", [reasoning_effort.encode()], "BYTES", object))
+    # A model that names its serving stub (chat, from this release on) does so in its first response.
+    reports = config is not None and any(i.name == "report_instance" for i in config.input)
+    if reports:
+        inputs.append(tensor("report_instance", [True], "BOOL", bool))
     callback: Callable[[Any, Any], None] = lambda result, error: results.put((result, error))  # noqa: E731
     client.start_stream(callback=callback)
     finished = False
+    serving: str | None = None  # the stub's token
     try:
         client.async_stream_infer(model, inputs, enable_empty_final_response=True)
         while True:
-            try:
-                result, error = results.get(timeout=timeout_s)
-            except queue.Empty:
-                raise StageFailed(
-                    f"no response from {model} within {timeout_s:g} s", "check the server log"
-                ) from None
+            result, error = _next_response(results, model, timeout_s, serving)
             if error is not None:
                 raise StageFailed(f"{model} answered with an error: {error}", "check the request")
+            if reports and serving is None:
+                token = result.as_numpy("instance")
+                serving = token.reshape(-1)[0].decode() if token is not None else None
+                if serving is not None and on_instance is not None:
+                    on_instance(serving)
             for name, kind in (("reasoning_output", REASONING), ("text_output", ANSWER)):
                 out = result.as_numpy(name)
                 piece = out.reshape(-1)[0].decode("utf-8") if out is not None else ""
@@ -193,3 +211,29 @@ def stream_chat_parts(
         # stop_stream() would wait for a server that may never answer, and the server stops generating.
         client.stop_stream(cancel_requests=not finished)
         client.close()
+
+
+def _next_response(
+    results: queue.Queue[tuple[Any, Any]], model: str, timeout_s: float, serving: str | None
+) -> tuple[Any, Any]:
+    """The stream's next (result, error); StageFailed after ``timeout_s`` without one, or at once (within
+    STUB_CHECK_S) when the stub ``serving`` names has died: Triton 2.51 would hold the request for ever."""
+    import time
+
+    from swallow_trt.triton_repo.stubs import process_gone, token_pid
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return results.get(timeout=max(0.0, min(left, STUB_CHECK_S if serving else left)))
+        except queue.Empty:
+            pass
+        if serving is not None and process_gone(serving):
+            raise StageFailed(
+                f"the {model} instance serving this request died (stub pid {token_pid(serving)}) before the "
+                "answer was complete",
+                "send it again: the server reloads the model (see its log)",
+            )
+        if time.monotonic() >= deadline:
+            raise StageFailed(f"no response from {model} within {timeout_s:g} s", "check the server log")

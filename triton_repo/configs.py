@@ -225,11 +225,14 @@ CHAT_INPUTS: list[TensorSpec] = [
     # Reasoning families only (chat.check_reasoning): qwen3 thinking on/off, harmony low|medium|high.
     ("enable_thinking", "TYPE_BOOL", [1], True),
     ("reasoning_effort", "TYPE_STRING", [1], True),
+    # A first response at once, with the serving stub's ``instance`` token (chat's docstring).
+    ("report_instance", "TYPE_BOOL", [1], True),
 ]
 CHAT_OUTPUTS: list[TensorSpec] = [
     ("text_output", "TYPE_STRING", [1], False),
     ("num_output_tokens", "TYPE_INT32", [1], False),
     ("reasoning_output", "TYPE_STRING", [1], False),  # the reasoning, apart from the answer
+    ("instance", "TYPE_STRING", [1], False),  # the serving stub's token, with report_instance
 ]
 ENSEMBLE_INPUTS: list[TensorSpec] = [
     ("text_input", "TYPE_STRING", [1], False),

@@ -14,10 +14,16 @@ to a restart of the whole server on the same ports with a bounded, doubling back
 Requests that were in flight on the dead stub are another matter (seen here, and upstream's
 server#7862: no fail-over for decoupled models): a decoupled model whose ``execute`` returned before it
 finished sending (every streaming LLM model, the ``chat`` BLS) leaves them waiting forever, since only the
-stub could have sent their final response, and the replaced model version never unloads while they are
-held. The watcher waits ``stuck_grace_s`` after a reload for the server log to show the old version
-unloaded; when it does not, a restart is the only way to end those requests (their clients get an error
-instead of waiting for ever) and to free the old version, and the watcher says so and restarts.
+stub could have sent their final response (python_backend r24.10's ``TRITONBACKEND_ModelInstanceExecute``,
+src/python_be.cc at 01d0ad82: "TODO: Implement restart on decoupled"; the dead stub's response factories
+are never released), and the replaced model version never unloads while they are held. Their clients
+end them: ``chat`` names the stub that serves each request (``report_instance``) and swallow-trt's client
+stops waiting the moment that stub is gone (``triton_repo.client``). The server itself goes on: the
+reload serves new requests and the old version's live instances finish their streams. The watcher waits
+``held_after_s`` after a reload for the log to show the old version unloaded; when it does not, the
+version is held (it keeps its idle stubs' memory), the watcher says so, and it restarts the server
+only once more than ``max_held_versions`` are held (a restart ends every held request with an error,
+and cuts every other stream too).
 
 The watcher knows the server only through :class:`Watched` (what ``TritonServer`` offers it), so this
 module does not import ``server.py``, which imports it. Standard library only, like server.py.
@@ -78,9 +84,12 @@ class Recovery:
     backoff_cap_s: float = 30.0
     ready_timeout_s: float = 600.0  # a restarted server has this long to become ready
     healthy_reset_s: float = 600.0  # this long without trouble and the restart count starts again
-    # After a reload, how long the replaced version may take to unload before its requests are taken as
-    # held for ever by the dead stub (a restart ends them); None: never restart for that.
-    stuck_grace_s: float | None = 30.0
+    # After a reload, how long the replaced version may take to unload before it is taken as held for ever
+    # by the requests the dead stub had.
+    held_after_s: float = 30.0
+    # Held versions the server keeps serving beside (their stubs' memory stays taken); one more and it is
+    # restarted, which cuts every stream in flight. None: never restart for held versions.
+    max_held_versions: int | None = 2
 
     def delay(self, n: int) -> float:
         return float(min(self.backoff_s * 2**n, self.backoff_cap_s))
@@ -103,6 +112,7 @@ class StubWatcher(threading.Thread):
         self._retired: set[int] = set()  # stubs of replaced instances: their exit is expected
         self._generation = 0  # restarts of the server so far: what was known before one is void
         self._unloads: list[tuple[str, int, float]] = []  # replaced versions: (model, log offset, when)
+        self.held: list[str] = []  # models with a replaced version held by a dead stub's requests
         self._last_trouble = time.monotonic()
         self._rescan()  # here, not in the thread: a stub that dies before the thread runs still counts
 
@@ -158,11 +168,20 @@ class StubWatcher(threading.Thread):
             stuck = self._stuck_model()
             if stuck is not None:
                 model, waited = stuck
+                self.held.append(model)
                 reason = (
                     f"the version of {model} that the dead stub served still holds its requests "
                     f"{waited:.0f} s after the reload (Triton 2.51 never ends them)"
                 )
-                if not self._restart(reason):
+                limit = policy.max_held_versions
+                if limit is None or len(self.held) <= limit:
+                    self.say(
+                        f"{reason}; it stays loaded beside the new one, which serves, and streams on other "
+                        f"instances go on ({len(self.held)} held version(s); "
+                        + ("never restarting for them)" if limit is None else f"a restart past {limit})")
+                    )
+                    continue
+                if not self._restart(f"{reason}, and {len(self.held)} versions are held"):
                     return
                 continue
             if time.monotonic() - last_scan >= policy.rescan_s:
@@ -170,18 +189,17 @@ class StubWatcher(threading.Thread):
                 last_scan = time.monotonic()
 
     def _stuck_model(self) -> tuple[str, float] | None:
-        """A reloaded model whose replaced version has not unloaded within ``stuck_grace_s``, with the
+        """A reloaded model whose replaced version has not unloaded within ``held_after_s``, with the
         seconds since its reload."""
-        grace = self.policy.stuck_grace_s
-        waiting = []
-        for model, offset, reloaded_at in self._unloads:
+        grace = self.policy.held_after_s
+        for i, (model, offset, reloaded_at) in enumerate(self._unloads):
             if f"successfully unloaded '{model}' version" in self.server.log_since(offset):
-                continue
+                del self._unloads[i]
+                return None  # the others on the next poll
             waited = time.monotonic() - reloaded_at
-            if grace is not None and waited >= grace:
+            if waited >= grace:
+                del self._unloads[i]  # held: its log is not read again
                 return model, waited
-            waiting.append((model, offset, reloaded_at))
-        self._unloads = waiting
         return None
 
     def _trouble(self) -> None:
@@ -246,8 +264,7 @@ class StubWatcher(threading.Thread):
             if fresh:
                 self.reloads += 1
                 self._known.update((s.pid, s) for s in fresh)
-                if policy.stuck_grace_s is not None:
-                    self._unloads.append((model, offset, time.monotonic()))
+                self._unloads.append((model, offset, time.monotonic()))
                 pids = ", ".join(str(s.pid) for s in fresh)
                 self.say(f"reloaded {model} in {time.monotonic() - t0:.1f} s (stub pid {pids})")
                 return True
@@ -300,6 +317,7 @@ class StubWatcher(threading.Thread):
             self._known.clear()
             self._retired.clear()
             self._unloads.clear()
+            self.held.clear()
             self._rescan()
             self.say(f"Triton restarted, ready in {time.monotonic() - t0:.1f} s (pid {server.pid})")
             return True

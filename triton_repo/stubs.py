@@ -100,6 +100,59 @@ def stub_of(info: ProcInfo, shm_prefix: str) -> StubProcess | None:
     return StubProcess(info.pid, model, instance)
 
 
+# ---- which process serves a request: a token a model puts in its response, checked by a client
+
+TOKEN_VERSION = "p1"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "?"
+
+
+def process_token(pid: int | None = None) -> str:
+    """A token naming process ``pid`` (this one by default) beyond pid reuse: the host's boot id, the pid
+    namespace, the pid and its start time. A model (``chat``) sends it to a client, which asks
+    :func:`process_gone` whether the process that serves its request still lives."""
+    pid = os.getpid() if pid is None else pid
+    fields = _stat_fields(pid)
+    started = fields[19] if fields is not None and len(fields) > 19 else "?"  # field 22: start time
+    return ":".join((TOKEN_VERSION, _boot_id(), _pid_namespace(), str(pid), started))
+
+
+def token_pid(token: str) -> int | None:
+    parts = token.split(":")
+    return int(parts[-2]) if len(parts) >= 5 and parts[-2].isdigit() else None
+
+
+def process_gone(token: str) -> bool | None:
+    """True when the process ``token`` names has ended (or its pid now belongs to another process), False
+    while it lives, None when this process cannot tell: another host or pid namespace, or a token it does
+    not know. The boot id and namespace come first, so a client elsewhere never takes a live server's
+    process for a dead one."""
+    # The namespace reads "pid:[4026531836]": split from the right around it.
+    head, sep, rest = token.partition(":")
+    boot, _, rest = rest.partition(":")
+    namespace, _, rest = rest.rpartition("]:")
+    pid, _, started = rest.partition(":")
+    if head != TOKEN_VERSION or not sep or not pid.isdigit() or started in ("", "?"):
+        return None
+    if boot != _boot_id() or boot == "?" or namespace + "]" != _pid_namespace():
+        return None
+    fields = _stat_fields(int(pid))
+    return fields is None or fields[0] == "Z" or len(fields) <= 19 or fields[19] != started
+
+
 def find_stubs(shm_prefix: str) -> list[StubProcess]:
     """The live stubs of the server whose shared-memory prefix is ``shm_prefix`` (every rank), by pid."""
     found = (stub_of(info, shm_prefix) for info in scan_proc() if info.state != "Z")
@@ -128,7 +181,10 @@ __all__ = [
     "exit_status",
     "find_stubs",
     "pid_alive",
+    "process_gone",
+    "process_token",
     "scan_proc",
     "server_processes",
     "stub_of",
+    "token_pid",
 ]

@@ -2,14 +2,16 @@
 model ready: the watcher of a server started with a Recovery policy reloads the model, or restarts the
 server, and says so in one line.
 
-- The stub-kill test: a chat stream runs through the real ``chat`` BLS model over a ``tensorrt_llm``
-  that emits tokens on a schedule (tests/triton_models/schedule); SIGKILL of the ``tensorrt_llm`` stub,
-  then of the ``chat`` stub, mid-stream. New requests, through ``chat`` and through the ensemble,
-  succeed after the reload; the stream in flight, which Triton 2.51 holds for ever (only the dead stub
-  could have ended it), ends with an error response when the watcher restarts the server
-  ``stuck_grace_s`` later (not a hang: each stream has a deadline between responses, and the test
-  checks that the error is the server's); requests succeed again after the restart. Each step must
-  happen within RECOVERY_BOUND_S (generous: CI machines are loaded); the measured times are printed.
+- The stub-kill test: chat streams run through the real ``chat`` BLS model over a ``tensorrt_llm``
+  that emits tokens on a schedule (tests/triton_models/schedule); SIGKILL of one ``chat`` stub, then of
+  the ``tensorrt_llm`` stub, mid-stream. Streams on the dead chat stub end with an error at once (the
+  client watches the stub chat named), streams on the other instance finish whole, and no restart cuts
+  them; new requests, through ``chat`` and through the ensemble, succeed after each reload. A stream
+  held by the dead ``tensorrt_llm`` stub (Triton 2.51 holds it for ever) ends with an error response
+  when the watcher restarts the server because too many versions are held (not a hang: each stream has
+  a deadline between responses, and the test checks that the error is not that deadline); requests
+  succeed again after the restart. Each step must happen within RECOVERY_BOUND_S (generous: CI machines
+  are loaded); the measured times are printed.
 - A stub that dies idle: the reload alone recovers, no restart.
 - The server itself killed: restarted on the same ports. A model that no longer loads: reloads fail,
   restarts fail, the watcher gives up after ``max_restarts`` and leaves its error in ``failure``.
@@ -26,6 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from swallow_trt.triton_repo.client import stream_chat
 from swallow_trt.triton_repo.recovery import Recovery
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes
+from swallow_trt.triton_repo.stubs import token_pid
 from tests.fixtures.ensemble import ensemble_call
 from tests.fixtures.python_models import echo_repo, stream_countdown
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer
@@ -48,7 +52,7 @@ SCHEDULE = Path(__file__).resolve().parents[1] / "triton_models" / "schedule" / 
 RECOVERY_BOUND_S = 120.0  # a generous bound on a loaded 2-core CI machine; seen here: about 1 s
 STREAM_DEADLINE_S = 60.0  # the longest wait for the next response of a stream before calling it a hang
 FAST = Recovery(
-    poll_s=0.1, backoff_s=0.2, backoff_cap_s=1.0, reload_timeout_s=120, ready_timeout_s=300, stuck_grace_s=5
+    poll_s=0.1, backoff_s=0.2, backoff_cap_s=1.0, reload_timeout_s=120, ready_timeout_s=300, held_after_s=5
 )
 DIED = r"stub of model '{model}' instance {model}_0_0 died \((signal 9|already reaped by the server)\); reloading {model} \.\.\."
 
@@ -79,10 +83,11 @@ class Events:
         return found[0]
 
 
-def _chat_repo(tmp_path: Path) -> Path:
+def _chat_repo(tmp_path: Path, chat_instances: int = 1) -> Path:
     ckpt = make_checkpoint(tmp_path / "ckpt", "llama31", vocab_size=len(make_tokenizer("llama31")))
     repo = write_repo(
-        RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=None, chat_instances=1), tmp_path / "repo"
+        RepoSpec(checkpoint=ckpt, chat_format="llama3", end_id=None, chat_instances=chat_instances),
+        tmp_path / "repo",
     )
     shutil.copyfile(SCHEDULE, repo / "tensorrt_llm" / "1" / "model.py")
     with (repo / "tensorrt_llm" / "config.pbtxt").open("a", encoding="utf-8") as f:
@@ -112,7 +117,11 @@ def _assert_ends_with_error(pieces: Iterator[str], model: str) -> None:
             pass
     print(f"in-flight request after killing {model}'s stub: {caught.value.message}")
     assert "no response" not in caught.value.message  # an error from the server, not the deadline
-    assert "answered with an error" in caught.value.message
+    # The server's error, or (a restart also ends the chat stub that held it) chat's stub gone.
+    assert any(
+        what in caught.value.message
+        for what in ("answered with an error", "instance serving this request died")
+    )
 
 
 def _first_success_s(server: TritonServer, t0: float) -> float:
@@ -130,43 +139,177 @@ def _first_success_s(server: TritonServer, t0: float) -> float:
     raise AssertionError(f"no request succeeded within {RECOVERY_BOUND_S:g} s: {failures[-3:]}")
 
 
+def _open_streams(
+    server: TritonServer, n: int, max_tokens: int
+) -> list[tuple[Iterator[str], list[str], str]]:
+    """``n`` chat streams with text flowing, each with the token of the stub that serves it and its first
+    piece of text."""
+    streams = []
+    for _ in range(n):
+        tokens: list[str] = []
+        pieces = stream_chat(
+            server.grpc_url,
+            "長い答えをください",
+            max_tokens=max_tokens,
+            timeout_s=STREAM_DEADLINE_S,
+            on_instance=tokens.append,
+        )
+        first = next(pieces)  # the instance's token came first, then text
+        assert first
+        assert len(tokens) == 1
+        streams.append((pieces, tokens, first))
+    return streams
+
+
+def _ensemble_stream_and_kill(server: TritonServer, model: str) -> tuple[str, float]:
+    """A streamed ensemble request with text flowing, then SIGKILL of ``model``'s stub: the error the
+    stream ends with, and how long after the kill it came."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    def tensor(name: str, value: Any, dtype: str, np_dtype: Any) -> Any:
+        t = grpcclient.InferInput(name, [1, 1], dtype)
+        t.set_data_from_numpy(np.array([[value]], dtype=np_dtype))
+        return t
+
+    results: queue.Queue[tuple[Any, Any, float]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error, time.monotonic())))
+    try:
+        # 100 tokens, 2 s: the generation left after the kill ends well before the watcher's held_after_s.
+        inputs = [
+            tensor("text_input", "日本".encode(), "BYTES", object),
+            tensor("stream", True, "BOOL", bool),
+            tensor("max_tokens", 100, "INT32", np.int32),
+        ]
+        client.async_stream_infer("ensemble", inputs, enable_empty_final_response=True)
+        for _ in range(3):
+            assert results.get(timeout=STREAM_DEADLINE_S)[1] is None
+        (stub,) = [s for s in server.stubs() if s.model == model]
+        t0 = time.monotonic()
+        os.kill(stub.pid, signal.SIGKILL)
+        while True:
+            result, error, at = results.get(timeout=STREAM_DEADLINE_S)
+            if error is not None:
+                return str(error), at - t0
+            assert not result.get_response().parameters["triton_final_response"].bool_param, (
+                "ended as a success"
+            )
+    finally:
+        client.stop_stream(cancel_requests=True)
+        client.close()
+
+
 def test_stub_killed_mid_stream(tmp_path: Path) -> None:
-    """Per model: the reload serves new requests at once; the request in flight on the dead stub, which
-    Triton 2.51 would hold for ever, ends with an error when the watcher restarts the server after
-    ``stuck_grace_s``; requests succeed again after the restart."""
-    repo = _chat_repo(tmp_path)
+    """One server, three deaths.
+
+    ``chat`` (two instances), SIGKILL of one stub with streams in flight on both: the streams on the dead
+    stub end with an error at once (the client watches the stub that ``chat`` named), the streams on the
+    other instance finish whole and unchanged, the reload serves new requests, and the replaced version,
+    held for ever by the dead stub's requests, stays loaded without a restart (max_held_versions=2).
+
+    The ensemble's ``postprocessing`` (not decoupled): the server ends the stream in flight with an error
+    itself, and the reload serves the next request; its replaced version stays loaded too (seen on 2.51).
+
+    Then ``tensorrt_llm`` (the test stand-in's stub; the C++ backend has none): the chat stream in flight
+    on it is held by the server, the reload serves new requests through ``chat`` and the ensemble, and
+    the third held version is one too many: the watcher restarts Triton, which ends the held request
+    with an error; requests succeed again after the restart."""
+    repo = _chat_repo(tmp_path, chat_instances=2)
     events = Events()
+    policy = replace(FAST, held_after_s=5, max_held_versions=2)
     server = TritonServer(
-        repo, log_path=tmp_path / "server.log", recovery=FAST, on_event=events, start_timeout_s=300
+        repo, log_path=tmp_path / "server.log", recovery=policy, on_event=events, start_timeout_s=300
     )
     try:
         server.start()
         assert "--model-control-mode=explicit" in server.argv
-        for model in ("tensorrt_llm", "chat"):
-            start = len(events.lines)
-            t0 = time.monotonic()
-            in_flight = _start_and_kill(server, model)
-            reloaded_s = _first_success_s(server, t0)
-            events.wait_for(DIED.format(model=model), 10, start)
-            events.wait_for(rf"^reloaded {model} in [\d.]+ s \(stub pid \d+\)$", RECOVERY_BOUND_S, start)
-            # The ensemble uses the reloaded tensorrt_llm too (Triton 2.51 reloads it as a dependent).
-            assert ensemble_call(server, "日本", True, max_tokens=4)
-            _assert_ends_with_error(in_flight, model)
-            ended_s = time.monotonic() - t0
-            events.wait_for(
-                rf"^the version of {model} that the dead stub served still holds its requests \d+ s after "
-                r"the reload \(Triton 2.51 never ends them\); restarting Triton in",
-                RECOVERY_BOUND_S,
-                start,
-            )
-            restarted_s = _first_success_s(server, t0)
-            events.wait_for(r"^Triton restarted, ready in", 10, start)
-            print(
-                f"{model}: after SIGKILL of its stub, a new request succeeded at {reloaded_s:.2f} s, the "
-                f"request in flight ended with an error at {ended_s:.2f} s, requests succeed after the "
-                f"restart at {restarted_s:.2f} s"
-            )
-            assert server.failure is None
+        first_pid = server.pid
+        tokens_per_stream = 400  # 8 s at 20 ms a token: in flight across the kill and the reload
+        streams = _open_streams(server, 2, tokens_per_stream)
+        while len({token_pid(t[0]) for _, t, _ in streams}) < 2 and len(streams) < 8:
+            streams += _open_streams(server, 1, tokens_per_stream)
+        pids = {token_pid(t[0]) for _, t, _ in streams}
+        assert len(pids) == 2, f"every stream went to one chat instance: {pids}"
+        assert pids == {s.pid for s in server.stubs() if s.model == "chat"}
+        victim = token_pid(streams[0][1][0])
+        assert victim is not None
+        start = len(events.lines)
+        t0 = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        ended = []
+        for pieces, tokens, _ in streams:
+            if token_pid(tokens[0]) != victim:
+                continue
+            with pytest.raises(StageFailed) as caught:
+                for _ in pieces:
+                    pass
+            ended.append(time.monotonic() - t0)
+            assert f"the chat instance serving this request died (stub pid {victim})" in caught.value.message
+        survivors = [
+            first + "".join(pieces) for pieces, tokens, first in streams if token_pid(tokens[0]) != victim
+        ]
+        events.wait_for(r"stub of model 'chat' instance chat_0_\d died \(", 10, start)
+        events.wait_for(r"^reloaded chat in [\d.]+ s \(stub pid \d+, \d+\)$", RECOVERY_BOUND_S, start)
+        reference = "".join(stream_chat(server.grpc_url, "長い答えをください", max_tokens=tokens_per_stream))
+        assert survivors
+        assert all(text == reference for text in survivors)
+        events.wait_for(
+            r"^the version of chat that the dead stub served still holds its requests \d+ s after the "
+            r"reload \(Triton 2.51 never ends them\); it stays loaded beside the new one, which serves, "
+            r"and streams on other instances go on \(1 held version\(s\); a restart past 2\)$",
+            RECOVERY_BOUND_S,
+            start,
+        )
+        assert server.pid == first_pid
+        assert not [x for x in events.lines if "restart" in x.replace("a restart past", "")], events.lines
+        print(
+            f"chat: {len(ended)} stream(s) on the killed stub ended with an error after "
+            f"{', '.join(f'{x:.2f}' for x in ended)} s; {len(survivors)} on the other instance finished whole"
+        )
+
+        # A non-decoupled stub (the ensemble's postprocessing): the server itself fails the stream.
+        start = len(events.lines)
+        error, after_s = _ensemble_stream_and_kill(server, "postprocessing")
+        assert "Stub process 'postprocessing_0_0' is not healthy" in error
+        events.wait_for(r"^reloaded postprocessing in [\d.]+ s \(stub pid \d+\)$", RECOVERY_BOUND_S, start)
+        assert ensemble_call(server, "日本", True, max_tokens=4)
+        print(
+            f"postprocessing: the ensemble stream in flight ended with an error {after_s:.2f} s after the kill"
+        )
+        # Seen on 2.51: the replaced postprocessing version is held too, though its request has ended.
+        events.wait_for(
+            r"^the version of postprocessing that the dead stub served still holds its requests \d+ s after "
+            r"the reload .*\(2 held version\(s\); a restart past 2\)$",
+            RECOVERY_BOUND_S,
+            start,
+        )
+        assert server.pid == first_pid
+
+        start = len(events.lines)
+        t0 = time.monotonic()
+        in_flight = _start_and_kill(server, "tensorrt_llm")
+        reloaded_s = _first_success_s(server, t0)
+        events.wait_for(DIED.format(model="tensorrt_llm"), 10, start)
+        events.wait_for(r"^reloaded tensorrt_llm in [\d.]+ s \(stub pid \d+\)$", RECOVERY_BOUND_S, start)
+        # The ensemble uses the reloaded tensorrt_llm too (Triton 2.51 reloads it as a dependent).
+        assert ensemble_call(server, "日本", True, max_tokens=4)
+        _assert_ends_with_error(in_flight, "tensorrt_llm")
+        ended_s = time.monotonic() - t0
+        events.wait_for(
+            r"^the version of tensorrt_llm that the dead stub served still holds its requests \d+ s after "
+            r"the reload \(Triton 2.51 never ends them\), and 3 versions are held; restarting Triton in",
+            RECOVERY_BOUND_S,
+            start,
+        )
+        restarted_s = _first_success_s(server, t0)
+        events.wait_for(r"^Triton restarted, ready in", 10, start)
+        print(
+            f"tensorrt_llm: after SIGKILL of its stub, a new request succeeded at {reloaded_s:.2f} s, the "
+            f"request in flight ended with an error at {ended_s:.2f} s, requests succeed after the "
+            f"restart at {restarted_s:.2f} s"
+        )
+        assert server.failure is None
     finally:
         server.stop()
     assert leftover_processes(server) == []
@@ -196,7 +339,7 @@ def test_idle_stub_killed_is_reloaded_without_restart(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the replaced version of countdown never unloaded"
             time.sleep(0.2)
         assert not any(s.pid == victims[1].pid for s in server.stubs())  # its survivor was replaced too
-        time.sleep(FAST.stuck_grace_s or 0)  # past the grace: still no restart
+        time.sleep(FAST.held_after_s)  # past the grace: still no restart
         assert server.pid == pid
         assert not [x for x in events.lines if "restart" in x], events.lines
     finally:

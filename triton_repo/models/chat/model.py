@@ -5,7 +5,11 @@ tokenize with the model's own tokenizer, call ``tensorrt_llm`` (TensorRT-LLM eng
 backend; same contract) in streaming mode, and detokenise incrementally (exact for Japanese: no U+FFFD
 for characters split across tokens). Generation ends at the model's end token and at stop words, which
 are not in the output. Every response carries ``num_output_tokens`` (the tokens generated so far) when
-the client asked for it, and ``text_output`` when it has text.
+the client asked for it, and ``text_output`` when it has text. With the optional input ``report_instance``
+true, the first response comes at once and carries ``instance``, a token naming the stub process that
+serves the request (``triton_repo.stubs.process_token``): Triton 2.51 holds for ever a request whose
+stub died (python_backend r24.10 has no restart for decoupled models), so a client on the same host asks
+``stubs.process_gone`` while it waits, and ends the request with an error at once when the stub is gone.
 
 Reasoning families (Qwen3's ``<think>`` blocks, gpt-oss's analysis channel; text/reasoning.py):
 the reasoning streams in ``reasoning_output`` and ``text_output`` holds the answer alone. The optional
@@ -84,6 +88,9 @@ class TritonPythonModel:
         self.prompter = Prompter.from_parameters(params)
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()
+        from swallow_trt.triton_repo.stubs import process_token
+
+        self.token = np.array([process_token().encode()], dtype=object)
         self.prefix = f"chat-{os.getpid()}-{time.monotonic_ns()}"
         workers = int(params.get("max_streams") or DEFAULT_MAX_STREAMS)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-next")
@@ -149,7 +156,7 @@ class TritonPythonModel:
             names = set(request.requested_output_names())
         except Exception:
             names = set()
-        return names or {"text_output", "num_output_tokens", "reasoning_output"}
+        return names or {"text_output", "num_output_tokens", "reasoning_output", "instance"}
 
     @staticmethod
     def _tensors(wanted, text, count, reasoning=""):
@@ -212,6 +219,9 @@ class TritonPythonModel:
 
         wanted = self._wanted(request)
         arrays, stops, prompt_ids = self._inputs(request)
+        report = _opt(request, "report_instance")
+        if report is not None and bool(np.asarray(report).reshape(-1)[0]) and "instance" in wanted:
+            self._send(sender, [pb_utils.Tensor("instance", self.token)])
         rid = f"{self.prefix}-{next(self.ids)}"
         split = ReasoningSplitter.for_prompt(self.prompter.tokenizer, self.prompter.chat_format, prompt_ids)
         stream = _Stream(self, request, sender, wanted, split, StopFilter(stops), rid)
