@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,13 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 AIPERF = "aiperf==0.13.*"
 GOAL = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def ensure_aiperf(venv: Path) -> Path:
@@ -155,6 +147,7 @@ def main() -> int:
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
 
     from swallow_trt.openai_api.server import start_api_process
+    from swallow_trt.triton_repo.ports import free_ports
     from swallow_trt.triton_repo.server import TritonServer
     from tests.fixtures.schedule_repo import schedule_repo
 
@@ -172,7 +165,7 @@ def main() -> int:
               f"{args.token_interval_ms:g} ms) and the OpenAI API", flush=True)  # fmt: skip
         server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800).start()
         try:
-            api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log",
+            api = start_api_process(server.grpc_url, repo, port=free_ports("127.0.0.1", 1)[0], log_path=root / "api.log",
                                     max_in_flight=4 * max(args.concurrency))  # fmt: skip
             try:
                 for c in args.concurrency:

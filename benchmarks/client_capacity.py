@@ -144,6 +144,7 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from swallow_trt.openai_api.server import start_api_process
+    from swallow_trt.triton_repo.ports import free_ports
     from swallow_trt.triton_repo.server import TritonServer
 
     levels = tuple(float(x) for x in args.levels.split(","))
@@ -160,7 +161,7 @@ def main() -> int:
                     sweeps[name] = _sweep(server.grpc_url, tokenizer, root / name, levels, tokens, args.duration,
                                           args.workers)  # fmt: skip
             if "openai" in args.routes:
-                api = start_api_process(server.grpc_url, repo, port=_free_port(), log_path=root / "api.log",
+                api = start_api_process(server.grpc_url, repo, port=free_ports("127.0.0.1", 1)[0], log_path=root / "api.log",
                                         max_in_flight=4 * int(max(levels)))  # fmt: skip
                 try:
                     sweeps["openai"] = _sweep(api.url, tokenizer, root / "openai", levels, args.tokens, args.duration,
@@ -211,15 +212,6 @@ def main() -> int:
         )
         print(f"capacity, {name} sweep, {rule}: {what}")
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,13 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPT = "日本で一番高い山は何ですか？"
 _TEXT = re.compile(rb'"content":"[^"]')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def direct_one(stub, ids: list[int], tokens: int, rid: str) -> tuple[float, int]:
@@ -175,6 +167,7 @@ def main() -> None:
 
     from swallow_trt.openai_api.server import start_api_process
     from swallow_trt.text.chat import Message, adds_bos, render
+    from swallow_trt.triton_repo.ports import free_ports
     from swallow_trt.triton_repo.server import TritonServer
     from tests.fixtures.schedule_repo import schedule_repo
 
@@ -189,7 +182,7 @@ def main() -> None:
         )
         server = TritonServer(repo, log_path=root / "server.log", start_timeout_s=1800).start()
         try:
-            api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=root / "api.log",
+            api = start_api_process(server.grpc_url, repo, port=free_ports("127.0.0.1", 1)[0], log_path=root / "api.log",
                                     max_in_flight=2 * max(args.concurrency))  # fmt: skip
             try:
                 rows = asyncio.run(measure(server.grpc_url, api.url, ids, args))

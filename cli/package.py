@@ -75,7 +75,7 @@ def package(
         int, typer.Option("--instances", help="Instances of the Python pre/post/chat models.")
     ] = 1,
     chat_instances: Annotated[
-        int, typer.Option("--chat-instances", help="Chat streams served at once (one process each).")
+        int, typer.Option("--chat-instances", help="Chat stub processes (each serves many streams at once).")
     ] = 4,
     runtime: Annotated[
         str | None, typer.Option("--runtime", help="pytorch: Triton's llmapi model from --build.")

@@ -8,7 +8,6 @@ chat's neighbours reach the (absent) server and exit 3; build's are dry runs tha
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from swallow_trt.cli.main import app
 from tests.fixtures.cli import usage_error
+from tests.fixtures.ports import free_port
 
 SJIS_A = "あ".encode("shift_jis")  # b"\x82\xa0": not UTF-8
 BUILD = ["build", "--model", "70b", "--tp", "4", "--fp8", "--target", "h100x4", "--dry-run"]
@@ -31,10 +31,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def closed_url() -> str:
     """A local port nobody listens on: a request that passed validation fails fast with exit 3."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def invoke(*args: str, stdin: bytes | None = None) -> Result:

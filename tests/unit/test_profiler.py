@@ -29,6 +29,7 @@ from swallow_trt.profiler.run import (
     parse_levels,
     poisson_offsets,
 )
+from tests.fixtures.ports import free_port
 
 MS = 1_000_000
 
@@ -361,11 +362,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(cli: Callable[..., Any], args: lis
 
 def test_cli_unreachable_server_exits_3(cli: Callable[..., Any], tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     result = cli("profile", "--url", f"127.0.0.1:{port}", "--concurrency", "1", "--out", str(tmp_path))
     assert result.exit_code == 3
     assert result.stderr.startswith(f"error: cannot reach Triton at 127.0.0.1:{port}")

@@ -5,7 +5,6 @@ CLI's refusals (one line, exit 2; an API that is not there: exit 3)."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from swallow_trt.profiler.openai_client import (
     read_event,
 )
 from swallow_trt.profiler.run import ProfileSpec
+from tests.fixtures.ports import free_port
 
 
 @pytest.mark.parametrize(
@@ -167,13 +167,6 @@ def test_what_each_event_says() -> None:
 # The CLI
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(["--api", "openai", "--url", "127.0.0.1:8000"], "is not an http(s) URL"),
@@ -195,7 +188,7 @@ def test_cli_api_not_there_exits_3(cli: Callable[..., Any], tmp_path: Path) -> N
     (repo / "chat" / "config.pbtxt").write_text(
         'name: "chat"\nparameters { key: "chat_format" value { string_value: "llama3" } }\n', encoding="utf-8"
     )
-    port = _free_port()
+    port = free_port()
     result = cli("profile", "--api", "openai", "--url", f"http://127.0.0.1:{port}", "--repo", str(repo),
                  "--concurrency", "1", "--out", str(tmp_path / "out"))  # fmt: skip
     assert result.exit_code == 3, result.stdout

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from swallow_trt.profiler.served_repo import flag_value, is_local, local_repository, repository_of
+from tests.fixtures.ports import free_port
 
 BIN = "/opt/triton/bin/tritonserver"
 
@@ -86,7 +87,5 @@ def test_remote_or_malformed_url_is_not_looked_up() -> None:
 
 def test_no_server_on_the_port(tmp_path: Path) -> None:
     """A real /proc scan: nothing on this machine serves gRPC on a port that was just free."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     assert local_repository(f"127.0.0.1:{port}", "chat") is None
