@@ -42,7 +42,8 @@ model of a dead one (the server runs with explicit model control, every model lo
 restarts the whole server when that fails, when the server exits, or when more than two replaced
 versions are held by requests that died with their stub (a restart cuts every stream), with a doubling
 back-off, and gives up (exit 1) after --max-restarts. Each of these steps is one line on stderr. A chat
-stream on a dead stub ends with an error within 0.25 s for `swallow-trt chat` on this host.
+stream on a dead chat stub ends with an error within 0.25 s for `swallow-trt chat` on this host; the API
+and chat end their streams on a dead reference tensorrt_llm stub within about 0.5 s.
 
 Once Triton is ready, the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
 /health, /metrics; what `swallow-trt openai` runs on its own) opens in a child process on

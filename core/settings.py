@@ -17,6 +17,8 @@ ENV_VARS: dict[str, str] = {
     "SWALLOW_TRT_API_CONFIG": "internal: the OpenAI API's settings (JSON), passed to its --workers processes",
     "SWALLOW_TRT_TRITON_GRPC": "internal: the gRPC address of the Triton 2.51 (nvidia-pytriton) a chat model runs "
     "in; chat streams tensorrt_llm over it, since that release's BLS loses error responses",
+    "SWALLOW_TRT_STUB_DEATHS": "internal: the file where the stub watcher of the Triton that serve started records "
+    "dead stubs; the OpenAI API it starts ends the requests it had in flight on them",
 }
 
 
@@ -28,6 +30,7 @@ class Settings:
     api_key: str | None = None
     api_config: str | None = None
     triton_grpc: str | None = None
+    stub_deaths: Path | None = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -57,4 +60,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         api_key=env.get("SWALLOW_TRT_API_KEY") or None,
         api_config=env.get("SWALLOW_TRT_API_CONFIG") or None,
         triton_grpc=env.get("SWALLOW_TRT_TRITON_GRPC") or None,
+        stub_deaths=Path(env["SWALLOW_TRT_STUB_DEATHS"]) if env.get("SWALLOW_TRT_STUB_DEATHS") else None,
     )

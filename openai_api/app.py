@@ -121,7 +121,9 @@ class Api:
     def __init__(self, config: ApiConfig, deployment: Deployment, tokenizer: Any | None = None) -> None:
         self.config = config
         self.d = deployment
-        self.engine = Engine(config.triton_url, deployment.llm_model)
+        from swallow_trt.settings import load_settings
+
+        self.engine = Engine(config.triton_url, deployment.llm_model, load_settings().stub_deaths)
         self.service = TextService(deployment, self.engine, tokenizer)
         self.metrics = Metrics()
         self.limit = config.max_in_flight or 2 * deployment.max_batch_size

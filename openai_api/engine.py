@@ -9,6 +9,12 @@ as the ``chat`` model does and as the C++ backend honours; the stream is read to
 and cancelled if the engine does not finish within :data:`STOP_GRACE_S`. Unreachable or not-ready Triton
 is :class:`EngineUnavailable` (503); an error response from the model is :class:`EngineError`.
 
+A ``tensorrt_llm`` that is a Python model (the reference backend, a test stand-in) can lose its stub, and
+Triton 2.51 then holds its requests for ever (triton_repo/recovery.py). Where the server's watcher records
+deaths (``SWALLOW_TRT_STUB_DEATHS``, set by ``serve``), the engine reads them every
+:data:`DEATH_CHECK_S` and ends each generation in flight on a model none of whose instances lived with
+:class:`EngineUnavailable` (503, or an error event mid-stream).
+
 Measured and not kept (BENCHMARKS.md, OpenAI API overhead): requests sharing a few long-lived streams,
 one reader task each, routed by request id. It saved the per-request stream set-up but read one response
 per stream per event-loop turn, so fewer responses completed per turn: lower throughput and higher TTFT
@@ -20,12 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from swallow_trt.triton_repo.grpc_stream import infer_request, is_final, output_ids
 
 STOP_GRACE_S = 5.0  # after a stop request, how long the stream may take to end before it is cancelled
+DEATH_CHECK_S = 0.25  # how often the watcher's record of dead stubs is read
 # Reconnect fast once Triton is back (gRPC's default backoff grows to 120 s); messages of any size.
 CHANNEL_ARGS = [
     ("grpc.max_send_message_length", -1),
@@ -67,6 +77,8 @@ class Generation:
         self.request_id = request_id
         self.finished = False
         self.stopping = False
+        self.started_ns = time.monotonic_ns()
+        self._death: str | None = None  # why the engine ended it: its stub died (:meth:`died`)
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
         self._requests.put_nowait(infer_request(engine.model, request_id, inputs))
         self._call = engine.stub().ModelStreamInfer(self._iterate())
@@ -96,6 +108,12 @@ class Generation:
             status = exc.code().name
             kind = EngineUnavailable if status in _UNAVAILABLE_STATUS else EngineError
             raise kind(exc.details() or status, grpc_status=status) from None
+        except asyncio.CancelledError:
+            # The call, cancelled by died(), ends its iteration so; a cancelled task is cancelled still.
+            task = asyncio.current_task()
+            if self._death is None or (task is not None and task.cancelling()):
+                raise
+            raise EngineUnavailable(self._death) from None
         finally:
             if self.finished:
                 self._requests.put_nowait(None)
@@ -109,6 +127,12 @@ class Generation:
         if await self.engine.ready():
             return EngineError(message)
         return EngineUnavailable(message)
+
+    def died(self, message: str) -> None:
+        """The stub serving this generation died: end it with ``message`` (:meth:`tokens` raises)."""
+        self._death = message
+        self._requests.put_nowait(None)
+        self._call.cancel()
 
     def stop(self) -> None:
         """End the generation in the engine (its ``stop`` input), then close the stream in the
@@ -155,13 +179,16 @@ class Generation:
 class Engine:
     """The gRPC channel to one Triton (created on first use, in the running event loop)."""
 
-    def __init__(self, url: str, model: str = "tensorrt_llm") -> None:
+    def __init__(self, url: str, model: str = "tensorrt_llm", stub_deaths: Path | None = None) -> None:
         self.url = url
         self.model = model
         self._channel: Any = None
         self._stub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stops_sent = 0
+        self.stub_deaths = stub_deaths
+        self._open: weakref.WeakSet[Generation] = weakref.WeakSet()
+        self._watch: asyncio.Task[None] | None = None
 
     def stub(self) -> Any:
         if self._stub is None:
@@ -178,7 +205,25 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     def generate(self, request_id: str, inputs: list[tuple[str, Any]]) -> Generation:
-        return Generation(self, request_id, inputs)
+        generation = Generation(self, request_id, inputs)
+        if self.stub_deaths is not None:
+            self._open.add(generation)
+            if self._watch is None:
+                self._watch = asyncio.get_running_loop().create_task(self._watch_deaths(self.stub_deaths))
+        return generation
+
+    async def _watch_deaths(self, path: Path) -> None:
+        from swallow_trt.triton_repo.stubs import DeathFeed
+
+        feed = DeathFeed(path)
+        while True:
+            await asyncio.sleep(DEATH_CHECK_S)
+            for death in feed.new():
+                if death.model != self.model or not death.every_instance:
+                    continue  # another instance may serve a request: only its client's stall can tell
+                for generation in list(self._open):
+                    if not generation.finished and generation.started_ns < death.at_ns:
+                        generation.died(death.message())
 
     async def ready(self, timeout_s: float = 2.0) -> bool:
         """Whether Triton answers and reports the model ready."""
@@ -193,6 +238,8 @@ class Engine:
             return False
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 await asyncio.wait_for(task, STOP_GRACE_S + 1)

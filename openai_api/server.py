@@ -134,10 +134,13 @@ def start_api_process(
     log_path: Path | None = None,
     timeout_s: float = 300,
     stop: Callable[[], bool] | None = None,
+    stub_deaths: Path | None = None,
 ) -> ApiProcess:
     """Start the API in front of Triton's gRPC endpoint ``triton_url`` for repository ``repo`` and wait,
     at most ``timeout_s``, until it answers. ``stop`` is polled meanwhile: once it returns True the child
-    is stopped and ProcessFailed (INTERRUPTED) raised (a Ctrl-C during ``serve``'s start-up)."""
+    is stopped and ProcessFailed (INTERRUPTED) raised (a Ctrl-C during ``serve``'s start-up).
+    ``stub_deaths``: the server's ``deaths_path``, where its watcher records dead stubs (the API ends the
+    requests it has in flight on them)."""
     argv = [sys.executable, "-m", "swallow_trt.cli.main", "openai", "--triton-url", triton_url,
             "--repo", str(repo), "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if model_name:
@@ -150,6 +153,9 @@ def start_api_process(
         argv += ["--cors-origin", origin]
     env = dict(os.environ)
     env.pop("SWALLOW_TRT_API_KEY", None)
+    env.pop("SWALLOW_TRT_STUB_DEATHS", None)
+    if stub_deaths is not None:
+        env["SWALLOW_TRT_STUB_DEATHS"] = str(stub_deaths)
     if api_key:
         env["SWALLOW_TRT_API_KEY"] = api_key
     if log_path is None:
@@ -293,9 +299,11 @@ class ApiLaunch:
 
     def companion(self) -> Callable[[TritonServer, Callable[[], bool]], ApiProcess]:
         """What ``triton_repo.launch.run_until_stopped`` starts once the server (given) is ready."""
-        return lambda server, stop: self.start(server.grpc_url, stop)
+        return lambda server, stop: self.start(server.grpc_url, stop, server.deaths_path)
 
-    def start(self, triton_grpc_url: str, stop: Callable[[], bool] | None = None) -> ApiProcess:
+    def start(
+        self, triton_grpc_url: str, stop: Callable[[], bool] | None = None, stub_deaths: Path | None = None
+    ) -> ApiProcess:
         return start_api_process(
             triton_grpc_url,
             self.repo,
@@ -310,4 +318,5 @@ class ApiLaunch:
             log_path=self.log_path,
             timeout_s=self.ready_timeout_s,
             stop=stop,
+            stub_deaths=stub_deaths,
         )

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from swallow_trt.errors import ProcessFailed, StageFailed, SwallowTrtError
-from swallow_trt.triton_repo.stubs import StubProcess, exit_description, pid_alive
+from swallow_trt.triton_repo.stubs import StubDeath, StubProcess, exit_description, pid_alive, record_death
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class Watched(Protocol):
 
     shm_prefix: str
     log_path: Path
+    deaths_path: Path  # where the watcher appends each death (stubs.record_death) for the server's clients
     failure: SwallowTrtError | None
     on_event: Callable[[str], None]
 
@@ -213,6 +214,7 @@ class StubWatcher(threading.Thread):
     def _handle(self, dead: list[StubProcess]) -> bool:
         """Reload the model of each dead stub; False when the watching is over."""
         how = {s.pid: exit_description(s.pid) for s in dead}  # read before the server reaps them
+        self._tell_clients(dead)
         for stub in dead:
             self._known.pop(stub.pid, None)
         self._trouble()
@@ -235,6 +237,22 @@ class StubWatcher(threading.Thread):
             if generation != self._generation:  # reloading failed and the server was restarted
                 return True
         return True
+
+    def _tell_clients(self, dead: list[StubProcess]) -> None:
+        """Record each model's dead stubs for the server's clients (the OpenAI API ends the requests it
+        has in flight on a model none of whose instances lives)."""
+        at_ns = time.monotonic_ns()
+        for model in dict.fromkeys(s.model for s in dead):
+            victims = [s for s in dead if s.model == model]
+            others = [s for s in self._known.values() if s.model == model and s not in victims]
+            death = StubDeath(model, tuple(s.instance for s in victims), tuple(s.pid for s in victims),
+                              every_instance=not any(pid_alive(s.pid) for s in others), at_ns=at_ns)  # fmt: skip
+            try:
+                record_death(self.server.deaths_path, death)
+            except OSError as exc:
+                log.warning(
+                    "could not record the death of %s's stub in %s: %s", model, self.server.deaths_path, exc
+                )
 
     def _reload(self, model: str, expected: int) -> bool:
         """Reload ``model`` (attempts with back-off), else restart the server; False when over."""

@@ -53,6 +53,7 @@ from swallow_trt.triton_repo.stubs import (
 log = logging.getLogger(__name__)
 
 GRPC_ENV = "SWALLOW_TRT_TRITON_GRPC"  # core/settings.py: the server's own gRPC address, for its models
+DEATHS_ENV = "SWALLOW_TRT_STUB_DEATHS"  # core/settings.py: the server's deaths_path, for its clients
 DEFAULT_START_TIMEOUT_S = 600.0  # loading Python-backend models takes minutes on a loaded machine
 _LOG_TAIL_LINES = 40
 _EXIT_EXPIRED = "Exit timeout expired"  # logged when in-flight requests outlast --exit-timeout-secs
@@ -150,6 +151,8 @@ class TritonServer:
         if log_path is None:
             log_path = load_settings().home / "triton-logs" / f"tritonserver-{self.shm_prefix}.log"
         self.log_path = Path(log_path)
+        # The watcher appends each stub death here for the server's clients and models (recovery.py).
+        self.deaths_path = self.log_path.with_name(self.log_path.name + ".stub-deaths")
         self.argv: list[str] = []
         self._process: ManagedProcess | None = None
         self._lock = threading.RLock()
@@ -351,6 +354,7 @@ class TritonServer:
     def _environment(self, install: TritonInstall) -> dict[str, str]:
         env = install.environment()
         env.pop(GRPC_ENV, None)
+        env[DEATHS_ENV] = str(self.deaths_path)
         if install.source == "pytriton":
             # Triton 2.51's BLS drops tensorrt_llm's error responses; chat streams over gRPC there.
             env[GRPC_ENV] = self.grpc_url

@@ -153,6 +153,86 @@ def process_gone(token: str) -> bool | None:
     return fields is None or fields[0] == "Z" or len(fields) <= 19 or fields[19] != started
 
 
+# ---- a stub's death, as the watcher tells the server's clients (the OpenAI API) and models
+
+
+@dataclass(frozen=True)
+class StubDeath:
+    """Stubs of one model that died together, seen by the watcher at CLOCK_MONOTONIC ``at_ns``.
+    ``every_instance``: they were all the model's instances, so every request of that model in flight
+    before ``at_ns`` was on a dead stub, and Triton 2.51 holds it for ever (recovery.py)."""
+
+    model: str
+    instances: tuple[str, ...]
+    pids: tuple[int, ...]
+    every_instance: bool
+    at_ns: int
+
+    def message(self) -> str:
+        pids = ", ".join(map(str, self.pids))
+        return (
+            f"the {self.model} instance serving this request died (stub pid {pids}) before it finished; "
+            "the server reloads it: send the request again"
+        )
+
+
+def record_death(path: Path, death: StubDeath) -> None:
+    """Append ``death`` to ``path`` (one JSON line, written whole by one ``write``)."""
+    import json
+
+    line = json.dumps({**death.__dict__, "instances": list(death.instances), "pids": list(death.pids)})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+class DeathFeed:
+    """The deaths appended to a file after this reader was made (earlier ones concern no request of its
+    own); :meth:`new` returns those since its last call. A missing file is none yet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = self._size()
+
+    def _size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
+    def new(self) -> list[StubDeath]:
+        import json
+
+        size = self._size()
+        if size < self.offset:  # a new file (a server started again on the same path)
+            self.offset = 0
+        if size == self.offset:
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(size - self.offset)
+        except OSError:
+            return []
+        whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        self.offset += len(whole)
+        deaths = []
+        for line in whole.splitlines():
+            try:
+                d = json.loads(line)
+                deaths.append(
+                    StubDeath(
+                        str(d["model"]),
+                        tuple(d["instances"]),
+                        tuple(int(p) for p in d["pids"]),
+                        bool(d["every_instance"]),
+                        int(d["at_ns"]),
+                    )
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+        return deaths
+
+
 def find_stubs(shm_prefix: str) -> list[StubProcess]:
     """The live stubs of the server whose shared-memory prefix is ``shm_prefix`` (every rank), by pid."""
     found = (stub_of(info, shm_prefix) for info in scan_proc() if info.state != "Z")
@@ -174,7 +254,9 @@ def server_processes(pid: int, shm_prefix: str, *, own_group: bool) -> list[int]
 
 __all__ = [
     "STUB_NAME",
+    "DeathFeed",
     "ProcInfo",
+    "StubDeath",
     "StubProcess",
     "describe_exit",
     "exit_description",
@@ -183,6 +265,7 @@ __all__ = [
     "pid_alive",
     "process_gone",
     "process_token",
+    "record_death",
     "scan_proc",
     "server_processes",
     "stub_of",

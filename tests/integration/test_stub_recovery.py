@@ -6,11 +6,11 @@ server, and says so in one line.
   that emits tokens on a schedule (tests/triton_models/schedule); SIGKILL of one ``chat`` stub, then of
   the ``tensorrt_llm`` stub, mid-stream. Streams on the dead chat stub end with an error at once (the
   client watches the stub chat named), streams on the other instance finish whole, and no restart cuts
-  them; new requests, through ``chat`` and through the ensemble, succeed after each reload. A stream
-  held by the dead ``tensorrt_llm`` stub (Triton 2.51 holds it for ever) ends with an error response
-  when the watcher restarts the server because too many versions are held (not a hang: each stream has
-  a deadline between responses, and the test checks that the error is not that deadline); requests
-  succeed again after the restart. Each step must happen within RECOVERY_BOUND_S (generous: CI machines
+  them; new requests, through ``chat`` and through the ensemble, succeed after each reload. The chat and
+  OpenAI API streams held by the dead ``tensorrt_llm`` stub (Triton 2.51 holds them for ever) end with
+  an error at once, from the watcher's record of the death (not a hang: each stream has a deadline
+  between responses, and the test checks that the error is not that deadline); the watcher restarts the
+  server once too many versions are held, and requests succeed again after the restart. Each step must happen within RECOVERY_BOUND_S (generous: CI machines
   are loaded); the measured times are printed.
 - A stub that dies idle: the reload alone recovers, no restart.
 - The server itself killed: restarted on the same ports. A model that no longer loads: reloads fail,
@@ -20,6 +20,7 @@ server, and says so in one line.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -38,12 +39,14 @@ pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("transformers")
 
 from swallow_trt.errors import EnvironmentProblem, StageFailed
+from swallow_trt.openai_api.server import start_api_process
 from swallow_trt.triton_repo.client import stream_chat
 from swallow_trt.triton_repo.recovery import Recovery
 from swallow_trt.triton_repo.repo import RepoSpec, write_repo
 from swallow_trt.triton_repo.server import TritonServer, leftover_processes
 from swallow_trt.triton_repo.stubs import token_pid
 from tests.fixtures.ensemble import ensemble_call
+from tests.fixtures.ports import free_port
 from tests.fixtures.python_models import echo_repo, stream_countdown
 from tests.fixtures.tiny import make_checkpoint, make_tokenizer
 
@@ -111,16 +114,14 @@ def _start_and_kill(server: TritonServer, model: str) -> Iterator[str]:
 
 
 def _assert_ends_with_error(pieces: Iterator[str], model: str) -> None:
-    """The stream ends with an error response before its deadline (not a hang, not a normal end)."""
+    """The stream ends with chat's error response saying that ``model``'s stub died (not a hang, not a
+    normal end, not the client's deadline)."""
     with pytest.raises(StageFailed) as caught:
         for _ in pieces:
             pass
     print(f"in-flight request after killing {model}'s stub: {caught.value.message}")
-    assert "no response" not in caught.value.message  # an error from the server, not the deadline
-    # The server's error, or (a restart also ends the chat stub that held it) chat's stub gone.
-    assert any(
-        what in caught.value.message
-        for what in ("answered with an error", "instance serving this request died")
+    assert caught.value.message.startswith(
+        f"chat answered with an error: the {model} instance serving this request died (stub pid "
     )
 
 
@@ -211,13 +212,15 @@ def test_stub_killed_mid_stream(tmp_path: Path) -> None:
     The ensemble's ``postprocessing`` (not decoupled): the server ends the stream in flight with an error
     itself, and the reload serves the next request; its replaced version stays loaded too (seen on 2.51).
 
-    Then ``tensorrt_llm`` (the test stand-in's stub; the C++ backend has none): the chat stream in flight
-    on it is held by the server, the reload serves new requests through ``chat`` and the ensemble, and
-    the third held version is one too many: the watcher restarts Triton, which ends the held request
-    with an error; requests succeed again after the restart."""
+    Then ``tensorrt_llm`` (the test stand-in's stub; the C++ backend has none), with a chat stream and an
+    OpenAI API stream in flight on it: both end with an error at once (chat and the API read the deaths
+    the watcher records; tensorrt_llm has one instance, so each of its requests was on the dead stub), the
+    reload serves new requests through ``chat`` and the ensemble, and the third held version is one too
+    many: the watcher restarts Triton; requests, the API's too, succeed again after the restart."""
     repo = _chat_repo(tmp_path, chat_instances=2)
     events = Events()
     policy = replace(FAST, held_after_s=5, max_held_versions=2)
+    api = None
     server = TritonServer(
         repo, log_path=tmp_path / "server.log", recovery=policy, on_event=events, start_timeout_s=300
     )
@@ -286,9 +289,21 @@ def test_stub_killed_mid_stream(tmp_path: Path) -> None:
         )
         assert server.pid == first_pid
 
+        # The OpenAI API as serve starts it (told where the watcher records deaths), with a stream open.
+        api = start_api_process(server.grpc_url, repo, port=free_port(), log_path=tmp_path / "api.log",
+                                stub_deaths=server.deaths_path)  # fmt: skip
+        api_stream = _api_stream(api.url)
+        assert all(next(api_stream) for _ in range(3))
+
         start = len(events.lines)
         t0 = time.monotonic()
         in_flight = _start_and_kill(server, "tensorrt_llm")
+        api_error = next(e for e in api_stream if e.startswith("error: ") or e == "[DONE]")
+        api_ended_s = time.monotonic() - t0
+        assert api_error.startswith(
+            "error: generation failed: the tensorrt_llm instance serving this request died (stub pid "
+        )
+        assert next(api_stream) == "[DONE]"
         reloaded_s = _first_success_s(server, t0)
         events.wait_for(DIED.format(model="tensorrt_llm"), 10, start)
         events.wait_for(r"^reloaded tensorrt_llm in [\d.]+ s \(stub pid \d+\)$", RECOVERY_BOUND_S, start)
@@ -302,19 +317,72 @@ def test_stub_killed_mid_stream(tmp_path: Path) -> None:
             RECOVERY_BOUND_S,
             start,
         )
+        events.wait_for(r"^Triton restarted, ready in", RECOVERY_BOUND_S, start)
         restarted_s = _first_success_s(server, t0)
-        events.wait_for(r"^Triton restarted, ready in", 10, start)
         print(
             f"tensorrt_llm: after SIGKILL of its stub, a new request succeeded at {reloaded_s:.2f} s, the "
             f"request in flight ended with an error at {ended_s:.2f} s, requests succeed after the "
-            f"restart at {restarted_s:.2f} s"
+            f"restart at {restarted_s:.2f} s; the OpenAI stream in flight ended with an error event at "
+            f"{api_ended_s:.2f} s"
         )
+        assert _api_succeeds(api.url)
         assert server.failure is None
     finally:
+        if api is not None:
+            api.stop()
         server.stop()
     assert leftover_processes(server) == []
     assert server.stubs() == []
     assert not [p for p in Path("/dev/shm").iterdir() if p.name.startswith(server.shm_prefix)]
+
+
+def _api_succeeds(url: str) -> bool:
+    """Whether a short streamed completion ends normally within RECOVERY_BOUND_S (the API answers 503
+    while Triton restarts, and its channel reconnects within a second of Triton's return)."""
+    import urllib.error
+
+    deadline = time.monotonic() + RECOVERY_BOUND_S
+    while time.monotonic() < deadline:
+        try:
+            events = list(_api_stream(url, max_tokens=4))
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+            continue
+        if events[-1:] == ["[DONE]"] and not [e for e in events if e.startswith("error: ")]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _api_stream(url: str, max_tokens: int = 1000) -> Iterator[str]:
+    """A streamed chat completion from the OpenAI API: yields each content piece, then "error: MESSAGE"
+    for an error event, and "[DONE]"."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url}/v1/models", timeout=STREAM_DEADLINE_S) as response:
+        model = json.loads(response.read())["data"][0]["id"]
+    body = {"model": model, "messages": [{"role": "user", "content": "長い答えをください"}],
+            "max_tokens": max_tokens, "stream": True}  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with opener.open(request, timeout=STREAM_DEADLINE_S) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            data = line.removeprefix("data: ")
+            if data == "[DONE]":
+                yield data
+                return
+            event = json.loads(data)
+            if "error" in event:
+                yield f"error: {event['error']['message']}"
+                continue
+            piece = event["choices"][0]["delta"].get("content")
+            if piece:
+                yield piece
 
 
 def test_idle_stub_killed_is_reloaded_without_restart(tmp_path: Path) -> None:

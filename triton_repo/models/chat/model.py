@@ -53,6 +53,10 @@ later: the pinned 25.12 image). So where the server that runs chat says it is th
 (SWALLOW_TRT_TRITON_GRPC, set by ``TritonServer`` to its own gRPC address), chat streams ``tensorrt_llm``
 over the server's gRPC endpoint (one ``ModelStreamInfer`` call per stream, pumped by the same pool thread),
 where an error response arrives as one; the ``stop`` request stays a BLS call (it has no tokens to lose).
+There, ``tensorrt_llm`` may be a Python model (the reference backend) whose stub can die, holding the
+streams it served for ever: chat reads the deaths the server's watcher records (SWALLOW_TRT_STUB_DEATHS,
+``triton_repo.stubs.DeathFeed``) every DEATH_CHECK_S and ends each stream in flight on a model none of
+whose instances lived with an error response.
 """
 
 import asyncio
@@ -68,6 +72,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 CANCEL_CHECK_S = 0.05
+DEATH_CHECK_S = 0.25
 RETIRE_S = 2.0  # how long a finished BLS iterator stays referenced (the stub's clean-up runs meanwhile)
 DEFAULT_MAX_STREAMS = 1024  # pool threads: two per open stream (its async_exec, its response pump)
 
@@ -83,8 +88,15 @@ class TritonPythonModel:
         from swallow_trt.text.pipeline import Prompter, model_parameters
 
         params = model_parameters(args)
-        self.grpc_url = load_settings().triton_grpc  # set: stream tensorrt_llm over gRPC (docstring)
+        settings = load_settings()
+        self.grpc_url = settings.triton_grpc  # set: stream tensorrt_llm over gRPC (docstring)
         self.grpc_stub = None
+        self.calls = {}  # the open gRPC calls to tensorrt_llm, by request id
+        if self.grpc_url and settings.stub_deaths is not None:
+            import threading
+
+            watch = threading.Thread(target=self._watch_deaths, args=(settings.stub_deaths,), daemon=True)
+            watch.start()
         self.prompter = Prompter.from_parameters(params)
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()
@@ -138,7 +150,7 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         try:
             await self._chat(request, sender)
-        except RequestError as exc:
+        except (RequestError, _Died) as exc:
             self._fail(sender, str(exc))
         except Exception as exc:  # a failed LLM call: an error response, the server stays healthy
             self._fail(sender, f"{type(exc).__name__}: {exc}")
@@ -227,9 +239,11 @@ class TritonPythonModel:
         stream = _Stream(self, request, sender, wanted, split, StopFilter(stops), rid)
         if self.grpc_url:
             call = _GrpcCall(self._grpc(), self.llm, rid, arrays)
+            self.calls[rid] = call
             try:
                 await asyncio.wrap_future(self.pool.submit(stream.pump, call.events()))
             finally:
+                self.calls.pop(rid, None)
                 call.close()
         else:
             tensors = [pb_utils.Tensor(name, value) for name, value in arrays]
@@ -257,6 +271,19 @@ class TritonPythonModel:
             channel = grpc.insecure_channel(self.grpc_url, options=options)
             self.grpc_stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         return self.grpc_stub
+
+    def _watch_deaths(self, path):
+        """End the calls in flight on a ``tensorrt_llm`` none of whose stubs lived (the module docstring)."""
+        from swallow_trt.triton_repo.stubs import DeathFeed
+
+        feed = DeathFeed(path)
+        while True:
+            time.sleep(DEATH_CHECK_S)
+            for death in feed.new():
+                if death.model == self.llm and death.every_instance:
+                    for call in list(self.calls.values()):
+                        if call.started_ns < death.at_ns:
+                            call.died(death.message())
 
     async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
@@ -346,6 +373,10 @@ class _Stream:
             self.stopping = asyncio.run_coroutine_threadsafe(self.model._stop(self.rid), self.loop)
 
 
+class _Died(RuntimeError):
+    """The stub of the ``tensorrt_llm`` that served a stream died (the module docstring)."""
+
+
 class _GrpcCall:
     """One ``ModelStreamInfer`` call to the server's own gRPC endpoint, for one generation (Triton 2.51)."""
 
@@ -356,10 +387,26 @@ class _GrpcCall:
         self.requests.put(infer_request(model, rid, arrays))
         self.call = stub.ModelStreamInfer(iter(self.requests.get, None))
         self.finished = False
+        self.started_ns = time.monotonic_ns()
+        self.death = None  # why the call was ended: tensorrt_llm's stub died (died())
+
+    def died(self, message):
+        self.death = message
+        self.call.cancel()
 
     def events(self):
         """(error message or None, token ids) per response, until the final one (an error response
         carries the final flag too, when it is the last)."""
+        import grpc
+
+        try:
+            yield from self._messages()
+        except (grpc.RpcError, RuntimeError):
+            if self.death is None:
+                raise
+            raise _Died(self.death) from None
+
+    def _messages(self):
         from swallow_trt.triton_repo.grpc_stream import is_final, output_ids
 
         for message in self.call:
