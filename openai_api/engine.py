@@ -218,9 +218,7 @@ class Engine:
         feed = DeathFeed(path)
         while True:
             await asyncio.sleep(DEATH_CHECK_S)
-            for death in feed.new():
-                if death.model != self.model or not death.every_instance:
-                    continue  # another instance may serve a request: only its client's stall can tell
+            for death in feed.fatal(self.model):
                 for generation in list(self._open):
                     if not generation.finished and generation.started_ns < death.at_ns:
                         generation.died(death.message())

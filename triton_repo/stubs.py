@@ -232,6 +232,11 @@ class DeathFeed:
                 continue
         return deaths
 
+    def fatal(self, model: str) -> list[StubDeath]:
+        """The new deaths that ended every request of ``model`` in flight before them (its every instance
+        died); with a live instance left, nothing tells which one served a request."""
+        return [d for d in self.new() if d.model == model and d.every_instance]
+
 
 def find_stubs(shm_prefix: str) -> list[StubProcess]:
     """The live stubs of the server whose shared-memory prefix is ``shm_prefix`` (every rank), by pid."""

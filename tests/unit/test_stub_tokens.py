@@ -148,3 +148,12 @@ def test_death_message_names_the_model_and_the_stub() -> None:
         "the tensorrt_llm instance serving this request died (stub pid 1234) before it finished; "
         "the server reloads it: send the request again"
     )
+
+
+def test_fatal_deaths_are_those_of_the_model_with_no_instance_left(tmp_path: Path) -> None:
+    path = tmp_path / "deaths"
+    feed = DeathFeed(path)
+    for death in (_death("chat"), _death(every=False, at_ns=7), _death(at_ns=9)):
+        record_death(path, death)
+    assert feed.fatal("tensorrt_llm") == [_death(at_ns=9)]
+    assert feed.fatal("tensorrt_llm") == []  # read once

@@ -86,28 +86,27 @@ class TritonPythonModel:
     def initialize(self, args):
         from swallow_trt.settings import load_settings
         from swallow_trt.text.pipeline import Prompter, model_parameters
+        from swallow_trt.triton_repo.stubs import process_token
 
         params = model_parameters(args)
         settings = load_settings()
         self.grpc_url = settings.triton_grpc  # set: stream tensorrt_llm over gRPC (docstring)
         self.grpc_stub = None
         self.calls = {}  # the open gRPC calls to tensorrt_llm, by request id
-        if self.grpc_url and settings.stub_deaths is not None:
-            import threading
-
-            watch = threading.Thread(target=self._watch_deaths, args=(settings.stub_deaths,), daemon=True)
-            watch.start()
         self.prompter = Prompter.from_parameters(params)
         self.llm = params.get("llm_model", "tensorrt_llm")
         self.ids = itertools.count()
-        from swallow_trt.triton_repo.stubs import process_token
-
         self.token = np.array([process_token().encode()], dtype=object)
         self.prefix = f"chat-{os.getpid()}-{time.monotonic_ns()}"
         workers = int(params.get("max_streams") or DEFAULT_MAX_STREAMS)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-next")
         self.retired = collections.deque()  # (due, objects): released on the event-loop thread
         self.executor_set = False
+        if self.grpc_url and settings.stub_deaths is not None:  # last: the thread reads self.llm, self.calls
+            import threading
+
+            watch = threading.Thread(target=self._watch_deaths, args=(settings.stub_deaths,), daemon=True)
+            watch.start()
 
     async def execute(self, requests):
         if not self.executor_set:
@@ -279,11 +278,10 @@ class TritonPythonModel:
         feed = DeathFeed(path)
         while True:
             time.sleep(DEATH_CHECK_S)
-            for death in feed.new():
-                if death.model == self.llm and death.every_instance:
-                    for call in list(self.calls.values()):
-                        if call.started_ns < death.at_ns:
-                            call.died(death.message())
+            for death in feed.fatal(self.llm):
+                for call in list(self.calls.values()):
+                    if call.started_ns < death.at_ns:
+                        call.died(death.message())
 
     async def _stop(self, rid):
         """End ``tensorrt_llm``'s generation of request ``rid`` (the C++ backend's ``stop`` input)."""
